@@ -1,0 +1,84 @@
+"""The training loop learns, is reproducible, and evaluates in bounded batches."""
+import numpy as np
+import pytest
+
+from cnnlib import layers as L, losses, nets, optim, train
+
+
+def toy_images(n, seed):
+    """Class 0: bright left half; class 1: bright right half; plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(0, 0.3, (n, 1, 8, 8)).astype(np.float32)
+    x[y == 0, :, :, :4] += 1
+    x[y == 1, :, :, 4:] += 1
+    return x, y
+
+
+def small_net(seed=0):
+    return nets.SimpleConvNet((1, 8, 8), filters=4, kernel_size=3, hidden=8, n_classes=2, seed=seed)
+
+
+def test_fit_learns_and_reports_history(capsys):
+    x, y = toy_images(400, 0)
+    xv, yv = toy_images(100, 1)
+    net = small_net()
+    loss = losses.SoftmaxCrossEntropy()
+    hist = train.fit(net, loss, optim.Adam(net, 0.01), x, y, epochs=3, batch_size=32, validation=(xv, yv))
+    assert len(hist["loss"]) == len(hist["val_acc"]) == 3
+    assert len(hist["batch_loss"]) == 3 * 13
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert hist["val_acc"][-1] >= 0.95
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert printed.out.count("\n") == 3                 # one line per epoch, no per-batch lines
+
+
+def test_fit_is_reproducible_with_a_seed():
+    x, y = toy_images(120, 0)
+    runs = []
+    for _ in range(2):
+        net = small_net()
+        train.fit(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.05), x, y, epochs=2,
+                  batch_size=16, seed=7, progress=False)
+        runs.append(net.layers[0].params["W"].copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_batched_prediction_equals_one_big_batch():
+    x, _ = toy_images(250, 3)
+    net = small_net()
+    full = net.forward(x, training=False)
+    np.testing.assert_allclose(train.predict_logits(net, x, batch_size=64), full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(train.predict(net, x, batch_size=7), full.argmax(axis=1))
+
+
+def test_evaluate_matches_direct_computation():
+    x, y = toy_images(90, 4)
+    net = small_net()
+    loss_fn = losses.SoftmaxCrossEntropy()
+    logits = net.forward(x, training=False)
+    expected_loss = loss_fn.forward(logits, y)
+    loss, acc = train.evaluate(net, loss_fn, x, y, batch_size=20)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    assert acc == pytest.approx(np.mean(logits.argmax(1) == y))
+
+
+def test_prediction_memory_is_bounded_by_the_batch():
+    """Predicting many images must not allocate buffers proportional to N."""
+    import tracemalloc
+    net = small_net()
+    x = np.zeros((4000, 1, 8, 8), np.float32)
+    tracemalloc.start()
+    train.predict(net, x, batch_size=100)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    one_batch = 100 * 4 * 6 * 6 * 4 * 9                 # im2col columns of one batch, bytes
+    assert peak < 4000 * 2 * 4 + 20 * one_batch         # the logits plus a few batches, not 40
+
+
+def test_dropout_net_is_deterministic_at_inference():
+    net = nets.Sequential([L.Flatten(), L.Dense(64, 16, rng=0), L.ReLU(), L.Dropout(0.5, rng=0),
+                           L.Dense(16, 2, rng=1)])
+    x, _ = toy_images(10, 5)
+    np.testing.assert_array_equal(train.predict_logits(net, x), train.predict_logits(net, x))
