@@ -21,7 +21,7 @@ from scipy.special import expit
 from . import functional as Fn
 
 __all__ = ["Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh",
-           "Flatten", "Dense", "Dropout", "BatchNorm2D", "BatchNorm1D", "init_std"]
+           "Flatten", "Dense", "Dropout", "BatchNorm2D", "BatchNorm1D", "ConvPoolBlock", "init_std"]
 
 
 def init_std(init, fan_in, fan_out):
@@ -172,6 +172,46 @@ class AvgPool2D(Layer):
         return Fn.avgpool2d_backward(dout, self.cache)
 
 
+class ConvPoolBlock:
+    """Conv2D [-> ReLU] -> MaxPool2D computed as one fused operation.
+
+    ``cnnlib.nets.Sequential`` runs these layers through a block whenever they
+    follow each other, both with ``impl="fast"``, and the pooling windows do
+    not overlap (stride == size); see ``functional.conv2d_maxpool2d_forward``
+    for why that is faster. The results are the same as running the layers
+    one by one: the block reads the convolution's ``params`` and writes its
+    ``grads``, and the layers stay in ``net.layers`` as they are.
+    """
+
+    def __init__(self, conv, relu, pool):
+        self.conv, self.relu, self.pool = conv, relu, pool
+
+    @staticmethod
+    def match(layers, i):
+        """Number of layers from ``layers[i]`` a block can run (3, 2, or 0 for none)."""
+        if not (isinstance(layers[i], Conv2D) and layers[i].impl == "fast"):
+            return 0
+        n = 2 if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else 1
+        pool = layers[i + n] if i + n < len(layers) else None
+        if isinstance(pool, MaxPool2D) and pool.impl == "fast" and pool.stride == pool.size:
+            return n + 1
+        return 0
+
+    def forward(self, x, training=True):
+        conv = self.conv
+        Fn.check_images(x, "Conv2D input", channels=conv.in_channels)
+        _check_float(x, "Conv2D", conv.params["W"].dtype)
+        out, self.cache = Fn.conv2d_maxpool2d_forward(
+            x, conv.params["W"], conv.params["b"], conv.stride, conv.pad, self.pool.size,
+            relu=self.relu is not None)
+        return out
+
+    def backward(self, dout):
+        dx, dW, db = Fn.conv2d_maxpool2d_backward(dout, self.cache, self.conv.input_grad)
+        self.conv.grads["W"], self.conv.grads["b"] = dW, db
+        return dx
+
+
 class ReLU(Layer):
     """max(x, 0), elementwise, any shape. The gradient at exactly 0 is taken as 0."""
 
@@ -209,13 +249,22 @@ class Tanh(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C * H * W), in (c, h, w) order as PyTorch flattens."""
+    """(N, C, H, W) -> (N, C * H * W), in (c, h, w) order as PyTorch flattens.
+
+    A batch-last input (see cnnlib.functional) flattens to a transposed view
+    without copying, and its gradient goes back batch-last.
+    """
 
     def forward(self, x, training=True):
         self.shape = x.shape
+        moved = np.moveaxis(x, 0, -1)                      # (C, H, W, N)
+        if moved.flags.c_contiguous:
+            return moved.reshape(-1, len(x)).T
         return x.reshape(len(x), -1)
 
     def backward(self, dout):
+        if dout.flags.f_contiguous:                        # batch-last, as forward made it
+            return np.moveaxis(dout.T.reshape(self.shape[1:] + (len(dout),)), -1, 0)
         return dout.reshape(self.shape)
 
 
@@ -243,6 +292,9 @@ class Dense(Layer):
     def backward(self, dout):
         self.grads["W"] = self.x.T @ dout
         self.grads["b"] = dout.sum(axis=0)
+        if self.x.flags.f_contiguous and not self.x.flags.c_contiguous:
+            # a batch-last input (from Flatten) gets its gradient batch-last too
+            return (self.params["W"] @ dout.T).T
         return dout @ self.params["W"].T
 
 

@@ -1,7 +1,7 @@
 """Networks: a sequential container and the notebook-7 SimpleConvNet."""
 import numpy as np
 
-from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from .layers import Conv2D, ConvPoolBlock, Dense, Flatten, MaxPool2D, ReLU
 
 __all__ = ["Sequential", "SimpleConvNet"]
 
@@ -24,14 +24,33 @@ class Sequential:
         return self.forward(x, training)
 
     def forward(self, x, training=True):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        self._ran = []                     # what ran, for backward
+        for step in self.steps():
+            x = step.forward(x, training)
+            self._ran.append(step)
         return x
 
     def backward(self, dout):
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        if not hasattr(self, "_ran"):
+            raise RuntimeError("Sequential.backward: call forward first (backward uses its caches)")
+        for step in reversed(self._ran):
+            dout = step.backward(dout)
         return dout
+
+    def steps(self):
+        """The layers in order, except that each fast Conv2D [-> ReLU] ->
+        MaxPool2D (non-overlapping) runs as one fused ConvPoolBlock: the same
+        numbers, several times faster (see cnnlib.functional)."""
+        i = 0
+        while i < len(self.layers):
+            n = ConvPoolBlock.match(self.layers, i)
+            if n:
+                conv, *middle, pool = self.layers[i:i + n]
+                yield ConvPoolBlock(conv, middle[0] if middle else None, pool)
+                i += n
+            else:
+                yield self.layers[i]
+                i += 1
 
     def named_arrays(self):
         """Yield ("<layer index>.<name>", dict, name) for every parameter and buffer

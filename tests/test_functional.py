@@ -130,3 +130,80 @@ def test_float32_stays_float32(impl):
                           else (F.maxpool2d_im2col, F.maxpool2d_backward_im2col))
     p, pc = pool_fwd(out)
     assert p.dtype == np.float32 and pool_bwd(np.ones_like(p), pc).dtype == np.float32
+    if impl == "fast":
+        fused, fc = F.conv2d_maxpool2d_forward(x, w, b, 1, 1, 2, relu=True)
+        assert fused.dtype == np.float32
+        assert all(g.dtype == np.float32 for g in F.conv2d_maxpool2d_backward(np.ones_like(fused), fc))
+
+
+@st.composite
+def conv_pool_case(draw):
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    size, stride, pad = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 2))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    # the conv output must hold at least one pooling window
+    h = draw(st.integers(max(1, kh + (size - 1) * stride - 2 * pad), 11))
+    w = draw(st.integers(max(1, kw + (size - 1) * stride - 2 * pad), 11))
+    return (n, c, f, h, w, kh, kw, stride, pad, size, draw(st.booleans()), draw(st.booleans()),
+            draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(conv_pool_case())
+def test_fused_conv_relu_pool_equals_the_layers_one_by_one(case):
+    n, c, f, h, w, kh, kw, stride, pad, size, relu, ties, seed = case
+    rng = np.random.default_rng(seed)
+    if ties:   # small integers: many equal conv outputs, and many <= 0 for the ReLU
+        x = rng.integers(-1, 2, (n, c, h, w)).astype(float)
+        wt = rng.integers(-1, 2, (f, c, kh, kw)).astype(float)
+        b = rng.integers(-1, 2, f).astype(float)
+    else:
+        x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, kh, kw)), rng.standard_normal(f)
+    conv = F.conv2d_naive(x, wt, b, stride, pad)
+    act = np.maximum(conv, 0) if relu else conv
+    ref = F.maxpool2d_naive(act, size)
+    out, cache = F.conv2d_maxpool2d_forward(x, wt, b, stride, pad, size, relu=relu)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
+    inference, none = F.conv2d_maxpool2d_forward(x, wt, b, stride, pad, size, relu=relu, keep_cache=False)
+    np.testing.assert_array_equal(inference, out)
+    assert none is None
+
+    dout = rng.standard_normal(ref.shape)
+    dact = F.maxpool2d_backward_naive(dout, act, size)
+    dconv = dact * (conv > 0) if relu else dact
+    ref_grads = F.conv2d_backward_naive(dconv, x, wt, stride, pad)
+    grads = F.conv2d_maxpool2d_backward(dout, cache)
+    for name, g, r in zip(("dx", "dw", "db"), grads, ref_grads):
+        assert g.shape == r.shape, name
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10, err_msg=name)
+    assert F.conv2d_maxpool2d_backward(dout, cache, need_dx=False)[0] is None
+
+
+@pytest.mark.parametrize("layout", ["standard", "batch-last"])
+def test_fast_path_accepts_either_memory_layout(layout):
+    """The fast path's outputs are batch-last views; inputs and gradients in
+    plain (N, C, H, W) order must give the same numbers."""
+    rng = np.random.default_rng(0)
+
+    def arrange(a):
+        return np.ascontiguousarray(a) if layout == "standard" else \
+            np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    x, wt, b = rng.standard_normal((3, 2, 9, 8)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    ref = F.conv2d_naive(x, wt, b, 2, 1)
+    out, cache = F.conv2d_forward(arrange(x), wt, b, 2, 1)
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    dout = rng.standard_normal(ref.shape)
+    for g, r in zip(F.conv2d_backward(arrange(dout), cache), F.conv2d_backward_naive(dout, x, wt, 2, 1)):
+        np.testing.assert_allclose(g, r, atol=1e-12)
+    p, pcache = F.maxpool2d_forward(arrange(x), 3, 2)
+    np.testing.assert_array_equal(p, F.maxpool2d_naive(x, 3, 2))
+    dp = rng.standard_normal(p.shape)
+    np.testing.assert_allclose(F.maxpool2d_backward(arrange(dp), pcache),
+                               F.maxpool2d_backward_naive(dp, x, 3, 2), atol=1e-12)
+    fused, fcache = F.conv2d_maxpool2d_forward(arrange(x), wt, b, 1, 1, 2, relu=True)
+    np.testing.assert_allclose(fused, F.maxpool2d_naive(np.maximum(F.conv2d_naive(x, wt, b, 1, 1), 0), 2),
+                               atol=1e-12)
+    dfused = rng.standard_normal(fused.shape)
+    for g, r in zip(F.conv2d_maxpool2d_backward(arrange(dfused), fcache),
+                    F.conv2d_maxpool2d_backward(np.ascontiguousarray(dfused), fcache)):
+        np.testing.assert_allclose(g, r, atol=1e-12)

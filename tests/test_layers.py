@@ -189,7 +189,82 @@ def test_params_entries_can_be_replaced():
 
 def test_layer_impls_agree_inside_a_network():
     x = rng.random((3, 1, 12, 12), dtype=np.float32)
-    outs = [nets.SimpleConvNet((1, 12, 12), filters=4, hidden=8, impl=impl, seed=5).forward(x)
-            for impl in ("fast", "im2col", "naive")]
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(outs[0], outs[2], rtol=1e-5, atol=1e-6)
+    y = np.array([1, 0, 7])
+    results = []
+    for impl in ("fast", "im2col", "naive"):
+        net = nets.SimpleConvNet((1, 12, 12), filters=4, hidden=8, impl=impl, seed=5)
+        loss = losses.SoftmaxCrossEntropy()
+        out = net.forward(x)
+        loss.forward(out, y)
+        net.backward(loss.backward())
+        results.append((out, [g.copy() for layer in net.layers for g in layer.grads.values()]))
+    for out, grads in results[1:]:
+        np.testing.assert_allclose(out, results[0][0], rtol=1e-5, atol=1e-6)
+        for g, g0 in zip(grads, results[0][1]):
+            np.testing.assert_allclose(g, g0, rtol=1e-4, atol=1e-6)
+
+
+def _copy_weights(src, dst):
+    for a, b in zip(src.layers, dst.layers):
+        for k in a.params:
+            b.params[k] = a.params[k].copy()
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("relu,pool", [(True, 2), (False, 2), (True, 3)])
+def test_sequential_fused_conv_pool_block_equals_layer_by_layer(relu, pool, ties):
+    """Sequential runs fast Conv2D [-> ReLU] -> MaxPool2D as one fused block;
+    forward, every gradient and the input gradient equal the unfused layers."""
+    def build(impl):
+        r = np.random.default_rng(7)
+        middle = [L.ReLU()] if relu else []
+        return nets.Sequential([L.Conv2D(2, 4, 3, pad=1, rng=r, dtype=np.float64, impl=impl), *middle,
+                                L.MaxPool2D(pool, impl=impl), L.Flatten(),
+                                L.Dense(4 * (7 // pool) ** 2, 3, rng=r, dtype=np.float64)])
+    fused, plain = build("fast"), build("im2col")
+    _copy_weights(fused, plain)
+    assert type(next(fused.steps())).__name__ == "ConvPoolBlock"
+    assert next(plain.steps()) is plain.layers[0]
+    rng_x = np.random.default_rng(8)
+    x = rng_x.integers(-1, 2, (5, 2, 7, 7)).astype(float) if ties else rng_x.standard_normal((5, 2, 7, 7))
+    if ties:
+        fused.layers[0].params["W"] = np.round(fused.layers[0].params["W"])
+        plain.layers[0].params["W"] = fused.layers[0].params["W"].copy()
+    np.testing.assert_allclose(fused.forward(x), plain.forward(x), rtol=1e-12, atol=1e-12)
+    dout = rng_x.standard_normal((5, 3))
+    np.testing.assert_allclose(fused.backward(dout), plain.backward(dout), rtol=1e-12, atol=1e-12)
+    for a, b in zip(fused.layers, plain.layers):
+        for k in a.grads:
+            np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12, atol=1e-12)
+
+
+def test_overlapping_pooling_is_not_fused_and_still_agrees():
+    net = nets.Sequential([L.Conv2D(1, 2, 3, rng=0), L.ReLU(), L.MaxPool2D(3, stride=2)])
+    assert [type(s).__name__ for s in net.steps()] == ["Conv2D", "ReLU", "MaxPool2D"]
+
+
+@pytest.mark.parametrize("kind", ["flatten", "dense"])
+def test_batch_last_inputs_give_the_same_values_and_gradients(kind):
+    """Flatten turns a batch-last (N, C, H, W) view into a transposed (N, D)
+    view without copying; Dense returns its input gradient in that layout."""
+    r = np.random.default_rng(3)
+    x = r.standard_normal((4, 3, 2, 5))
+    x_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    if kind == "flatten":
+        layer = L.Flatten()
+        out = layer.forward(x_last)
+        assert np.shares_memory(out, x_last)
+        np.testing.assert_array_equal(out, x.reshape(4, -1))
+        back = layer.backward(out)
+        assert back.shape == x.shape and np.shares_memory(back, out)
+        np.testing.assert_array_equal(back, x)
+    else:
+        layer = L.Dense(30, 6, rng=0, dtype=np.float64)
+        flat = L.Flatten().forward(x_last)
+        dout = r.standard_normal((4, 6))
+        np.testing.assert_allclose(layer.forward(flat), x.reshape(4, -1) @ layer.params["W"] + layer.params["b"])
+        dx_last = layer.backward(dout)
+        dW_last = layer.grads["W"].copy()
+        layer.forward(x.reshape(4, -1))
+        np.testing.assert_allclose(dx_last, layer.backward(dout))
+        np.testing.assert_allclose(dW_last, layer.grads["W"])

@@ -82,3 +82,41 @@ def test_dropout_net_is_deterministic_at_inference():
                            L.Dense(16, 2, rng=1)])
     x, _ = toy_images(10, 5)
     np.testing.assert_array_equal(train.predict_logits(net, x), train.predict_logits(net, x))
+
+
+@pytest.mark.parametrize("threads,batch", [(2, 32), (2, 7), (3, 10), (1, 8)])
+def test_parallel_step_equals_train_step(threads, batch):
+    """Gradients, loss and update of the split batch equal the unsplit step."""
+    x, y = toy_images(batch, 6)
+    x = x.astype(np.float64)
+    nets_ = [small_net(seed=2).astype(np.float64) for _ in range(2)]
+    loss_fns = [losses.SoftmaxCrossEntropy() for _ in range(2)]
+    opts = [optim.SGD(n, 0.1) for n in nets_]
+    ref = train.train_step(nets_[0], loss_fns[0], opts[0], x, y)
+    step = train.ParallelStep(threads)
+    got = step(nets_[1], loss_fns[1], opts[1], x, y)
+    assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-12)
+    for a, b in zip(nets_[0].layers, nets_[1].layers):
+        for k in a.grads:
+            np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-10, atol=1e-13)
+
+
+def test_parallel_step_is_deterministic_and_trains_with_fit():
+    x, y = toy_images(200, 0)
+    runs = []
+    for _ in range(2):
+        net = small_net()
+        hist = train.fit(net, losses.SoftmaxCrossEntropy(), optim.Adam(net, 0.01), x, y, epochs=2,
+                         batch_size=32, progress=False, step=train.ParallelStep(2))
+        runs.append((hist["batch_loss"], net.layers[0].params["W"].copy()))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_parallel_step_refuses_batch_dependent_layers():
+    net = nets.Sequential([L.Flatten(), L.Dense(64, 8, rng=0), L.BatchNorm1D(8), L.Dense(8, 2, rng=1)])
+    x, y = toy_images(8, 0)
+    with pytest.raises(ValueError, match="BatchNorm1D"):
+        train.ParallelStep(2)(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)

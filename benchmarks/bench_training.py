@@ -1,0 +1,486 @@
+"""Training speed of cnnlib against the classic im2col network, loops and PyTorch.
+
+    python benchmarks/bench_training.py                    # 1 and 2 threads, table
+    python benchmarks/bench_training.py --threads 1 --quick
+    python benchmarks/bench_training.py --plot benchmarks/speed.png --profile
+
+Two networks, trained on batches of MNIST (float32, plain SGD):
+
+* ``SimpleConvNet`` (notebook 07): conv 30x5x5 -> ReLU -> max-pool 2 ->
+  dense 4320->100 -> ReLU -> dense 100->10, batch 100;
+* ``8-filter net`` (notebook 04): conv 8x3x3 -> max-pool 2 -> dense 1352->10,
+  batch 100.
+
+Implementations (rows of the table):
+
+* ``loops``: cnnlib's ``impl="naive"`` layers (8-filter net only, a batch of
+  10 images: each step takes seconds);
+* ``classic im2col``: ``classic.py``, the network of "Deep Learning from
+  Scratch" (im2col/col2im for convolution *and* pooling, argmax pooling,
+  boolean-mask ReLU, input gradient of the first layer computed), float32;
+* ``cnnlib``: ``cnnlib.train.train_step`` with the default layers (fast path);
+* ``cnnlib ParallelStep``: ``cnnlib.train.ParallelStep(T)``, the batch split
+  over T Python threads with one BLAS thread each (T >= 2 only);
+* ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
+  ``torch.set_num_threads(T)``.
+
+Method: for each thread count T, BLAS (threadpoolctl) and PyTorch are
+limited to T threads; every implementation takes a few warm-up steps; then
+``--reps`` rounds, each timing ``--steps`` consecutive steps of every
+implementation in turn (the order rotates every round), with a pause of
+``--pause`` seconds whenever the library changes (idle worker threads of the
+library that ran last keep spinning for a while and slow the next one).
+Images/s is the median over the rounds, with min-max; ratios are taken
+between medians of the same run. GFLOP/s counts the multiply-adds the
+network needs (no first-layer input gradient), and % peak compares them
+with a float32 GEMM (2048^3) measured in the same run with T threads.
+Peak memory comes from tracemalloc (NumPy reports its allocations to it;
+PyTorch's allocator does not, so there is no PyTorch figure).
+
+Notebook 06 can import this file: ``run_benchmarks(...)`` returns the rows
+as dicts, ``format_table(rows)`` and ``plot(rows, path)`` present them.
+"""
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))                 # classic.py
+if str(HERE.parent) not in sys.path:          # cnnlib, when it is not installed
+    sys.path.append(str(HERE.parent))
+
+from classic import ClassicNet  # noqa: E402
+from cnnlib import datasets, layers, losses, nets, optim, train  # noqa: E402
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:                            # pragma: no cover
+    threadpool_limits = None
+
+try:
+    import torch
+except ImportError:                            # pragma: no cover
+    torch = None
+
+NETS = ("SimpleConvNet", "8-filter net")
+IMPLS = ("loops", "classic im2col", "cnnlib", "cnnlib ParallelStep", "PyTorch")
+LR = 0.01
+
+
+# ---------------------------------------------------------------- networks ---
+def build_cnnlib(name, impl="fast", seed=0):
+    if name == "SimpleConvNet":
+        return nets.SimpleConvNet(impl=impl, seed=seed)
+    if name == "8-filter net":
+        rng = np.random.default_rng(seed)
+        return nets.Sequential([layers.Conv2D(1, 8, 3, rng=rng, impl=impl, input_grad=False),
+                                layers.MaxPool2D(2, impl=impl), layers.Flatten(),
+                                layers.Dense(13 * 13 * 8, 10, rng=rng)])
+    raise ValueError(f"unknown network {name!r}; expected one of {NETS}")
+
+
+def flops_per_image(name):
+    """Multiply-adds x 2 of one training image: forward, weight gradients,
+    input gradients of every layer but the first."""
+    if name == "SimpleConvNet":
+        conv, dense1, dense2 = 30 * 25 * 24 * 24, 4320 * 100, 100 * 10
+        return 2 * (2 * conv + 3 * dense1 + 3 * dense2)
+    conv, dense = 8 * 9 * 26 * 26, 1352 * 10
+    return 2 * (2 * conv + 3 * dense)
+
+
+def build_torch(name, net):
+    """The same architecture and weights in PyTorch."""
+    nn = torch.nn
+    if name == "SimpleConvNet":
+        model = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1352, 10))
+    ours = [layer for layer in net.layers if layer.params]
+    theirs = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for a, b in zip(ours, theirs):
+            W = a.params["W"]
+            b.weight.copy_(torch.from_numpy(W if W.ndim == 4 else np.ascontiguousarray(W.T)))
+            b.bias.copy_(torch.from_numpy(a.params["b"]))
+    return model
+
+
+# ------------------------------------------------------------------ steppers ---
+def make_stepper(impl, name, X, y, batch, threads):
+    """A function step(k) that trains on batch k (cycling through X), or None
+    if the implementation does not apply."""
+    n_batches = len(X) // batch
+
+    def batch_of(k):
+        k %= n_batches
+        return X[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch]
+
+    if impl == "loops":
+        if name != "8-filter net":
+            return None
+        impl_name = "naive"
+    elif impl == "cnnlib ParallelStep" and threads < 2:
+        return None
+    if impl == "PyTorch":
+        if torch is None:
+            return None
+        model = build_torch(name, build_cnnlib(name))
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        TX, Ty = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+
+        def step(k):
+            k %= n_batches
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(TX[k * batch:(k + 1) * batch]),
+                                                     Ty[k * batch:(k + 1) * batch])
+            loss.backward()
+            opt.step()
+        return step
+    if impl == "classic im2col":
+        classic = ClassicNet.from_cnnlib(build_cnnlib(name))
+        return lambda k: classic.train_step(*batch_of(k), lr=LR)
+    net = build_cnnlib(name, impl="naive" if impl == "loops" else "fast")
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
+    step_fn = train.ParallelStep(threads) if impl == "cnnlib ParallelStep" else train.train_step
+    return lambda k: step_fn(net, loss_fn, opt, *batch_of(k))
+
+
+class _Threads:
+    """Limit BLAS to n threads (and PyTorch to n) while active."""
+
+    def __init__(self, n, blas=None):
+        self.n, self.blas = n, n if blas is None else blas
+
+    def __enter__(self):
+        self.limiter = threadpool_limits(self.blas, user_api="blas") if threadpool_limits else None
+        if torch is not None:
+            self.torch_before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.limiter is not None:
+            self.limiter.restore_original_limits()
+        if torch is not None:
+            torch.set_num_threads(self.torch_before)
+
+
+def _library(impl):
+    return "torch" if impl == "PyTorch" else "numpy"
+
+
+def measure_gemm_peak(threads, n=2048, reps=3):
+    """Best float32 GEMM rate (GFLOP/s) of an n x n x n product with `threads` BLAS threads."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    with _Threads(threads):
+        np.matmul(a, b, out=out)
+        best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(reps))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(f):
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+def load_data():
+    """10,000 MNIST images (cnnlib's shipped set, train and test) as float32 / 255."""
+    (X_train, y_train), (X_test, y_test) = datasets.load_mnist()
+    X = np.concatenate([X_train, X_test])[:, None].astype(np.float32) / np.float32(255)
+    return X, np.concatenate([y_train, y_test])
+
+
+def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, warmup=3,
+                   batch=100, loops_batch=10, loops_steps=1, pause=0.5, gemm_n=2048, data=None,
+                   progress=None):
+    """Time every (network, implementation, thread count); returns a list of
+    row dicts: net, impl, threads, batch, steps (timed, in total),
+    ips (median images/s), ips_min, ips_max, gflops, peak_gflops, pct_peak,
+    vs_torch, vs_classic (ratios of medians within the same thread count)."""
+    X, y = load_data() if data is None else data
+    rows = []
+    for T in threads:
+        peak = measure_gemm_peak(T, n=gemm_n)
+        for name in nets_:
+            if progress:
+                progress(f"{name}, {T} thread{'s' * (T > 1)} ...")
+            with _Threads(T):
+                steppers = {}
+                for impl in impls:
+                    b = loops_batch if impl == "loops" else batch
+                    s = make_stepper(impl, name, X, y, b, T)
+                    if s is not None:
+                        steppers[impl] = (s, b)
+                rates = {impl: [] for impl in steppers}
+                counters = {impl: 0 for impl in steppers}
+                for impl, (step, b) in steppers.items():      # warm-up (loops: nothing to warm)
+                    for _ in range(0 if impl == "loops" else warmup):
+                        step(counters[impl])
+                        counters[impl] += 1
+                order, last_lib = list(steppers), None
+                gc.collect()
+                gc.disable()                  # no collector pauses inside the timed rounds
+                for r in range(reps):
+                    for impl in order[r % len(order):] + order[:r % len(order)]:
+                        step, b = steppers[impl]
+                        if last_lib is not None and _library(impl) != last_lib:
+                            time.sleep(pause)
+                        last_lib = _library(impl)
+                        n = loops_steps if impl == "loops" else steps
+                        start = time.perf_counter()
+                        for _ in range(n):
+                            step(counters[impl])
+                            counters[impl] += 1
+                        rates[impl].append(n * b / (time.perf_counter() - start))
+                gc.enable()
+                if last_lib == "torch":
+                    time.sleep(pause)
+            med = {impl: statistics.median(v) for impl, v in rates.items()}
+            for impl, v in rates.items():
+                b = steppers[impl][1]
+                gflops = med[impl] * flops_per_image(name) / 1e9
+                rows.append(dict(
+                    net=name, impl=impl, threads=T, batch=b,
+                    steps=len(v) * (loops_steps if impl == "loops" else steps),
+                    ips=med[impl], ips_min=min(v), ips_max=max(v),
+                    gflops=gflops, peak_gflops=peak, pct_peak=100 * gflops / peak,
+                    vs_torch=med[impl] / med["PyTorch"] if "PyTorch" in med else None,
+                    vs_classic=med[impl] / med["classic im2col"] if "classic im2col" in med else None))
+    return rows
+
+
+# -------------------------------------------------------------------- memory ---
+def measure_memory(name="SimpleConvNet", impls=("classic im2col", "cnnlib"), batch=100,
+                   n_predict=10_000, predict_batch=1000, data=None):
+    """Peak bytes allocated (tracemalloc) during one training step of `batch`
+    images, and while predicting `n_predict` images in batches of
+    `predict_batch`, beyond what was allocated before. Returns a list of dicts."""
+    X, y = load_data() if data is None else data
+    X_pred = np.resize(X, (n_predict,) + X.shape[1:])
+    rows = []
+    for impl in impls:
+        net = build_cnnlib(name)
+        if impl == "classic im2col":
+            classic = ClassicNet.from_cnnlib(net)
+            step = lambda: classic.train_step(X[:batch], y[:batch])          # noqa: E731
+            predict = lambda: np.concatenate([classic.predict(X_pred[i:i + predict_batch]).argmax(1)
+                                              for i in range(0, n_predict, predict_batch)])  # noqa: E731
+        elif impl == "cnnlib":
+            loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
+            step = lambda: train.train_step(net, loss_fn, opt, X[:batch], y[:batch])  # noqa: E731
+            predict = lambda: train.predict(net, X_pred, predict_batch)            # noqa: E731
+        else:
+            raise ValueError(f"memory is measured for 'classic im2col' and 'cnnlib', not {impl!r}")
+        step()                                  # caches from a previous step exist in steady state
+        rows.append(dict(net=name, impl=impl, train_step=_peak(step),
+                         predict=_peak(predict), batch=batch, n_predict=n_predict,
+                         predict_batch=predict_batch))
+    return rows
+
+
+def _peak(f):
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    f()
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    return peak
+
+
+# ------------------------------------------------------------------- profile ---
+def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=None):
+    """Wall-clock ms per training step spent in each layer's forward and
+    backward (cnnlib default path, fused blocks counted as one), plus the
+    rest (loss, optimizer, Python). Returns a list of (label, ms)."""
+    X, y = load_data() if data is None else data
+    net = build_cnnlib(name)
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
+    spent = {}
+
+    def timed(label, f, *args):
+        start = time.perf_counter()
+        out = f(*args)
+        spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
+        return out
+
+    def label(step):
+        if isinstance(step, layers.ConvPoolBlock):
+            parts = [step.conv, step.relu, step.pool]
+            return " + ".join(repr(p) for p in parts if p is not None)
+        return repr(step)
+
+    total = 0.0
+    with _Threads(threads):
+        n_batches = len(X) // batch
+        for k in range(steps + 3):
+            if k == 3:
+                spent.clear()
+                total = 0.0
+            i = k % n_batches
+            xb, yb = X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+            start = time.perf_counter()
+            ran, a = [], xb
+            for step in net.steps():
+                a = timed(f"forward  {label(step)}", step.forward, a, True)
+                ran.append(step)
+            loss_fn.forward(a, yb)
+            d = loss_fn.backward()
+            for step in reversed(ran):
+                d = timed(f"backward {label(step)}", step.backward, d)
+            opt.step()
+            total += time.perf_counter() - start
+    result = [(k, 1e3 * v / steps) for k, v in spent.items()]
+    result.append(("loss, optimizer, Python", 1e3 * (total - sum(spent.values())) / steps))
+    result.append(("total", 1e3 * total / steps))
+    return result
+
+
+# ------------------------------------------------------------------- output ---
+def format_table(rows):
+    lines = [f"{'network':<14} {'implementation':<20} {'T':>1} {'batch':>5} "
+             f"{'images/s median [min-max]':>29} {'vs PyTorch':>10} {'vs classic':>10} "
+             f"{'GFLOP/s':>8} {'% peak':>6}"]
+    for r in rows:
+        spread = f"{r['ips']:>9,.0f} [{r['ips_min']:,.0f}-{r['ips_max']:,.0f}]" if r["ips"] >= 100 else \
+            f"{r['ips']:>9.1f} [{r['ips_min']:.1f}-{r['ips_max']:.1f}]"
+        ratio = lambda v: "" if v is None else (f"{v:.2f}x" if v >= 0.01 else f"{v:.1e}x")  # noqa: E731
+        lines.append(f"{r['net']:<14} {r['impl']:<20} {r['threads']:>1} {r['batch']:>5} {spread:>29} "
+                     f"{ratio(r['vs_torch']):>10} {ratio(r['vs_classic']):>10} "
+                     f"{r['gflops']:>8.1f} {r['pct_peak']:>5.1f}%")
+    peaks = sorted({(r["threads"], r["peak_gflops"]) for r in rows})
+    lines.append("float32 GEMM peak measured in this run: "
+                 + ", ".join(f"{p:.0f} GFLOP/s with {t} thread{'s' * (t > 1)}" for t, p in peaks))
+    return "\n".join(lines)
+
+
+def format_memory(rows):
+    lines = [f"{'network':<14} {'implementation':<16} {'one training step':>18} {'predict':>22}"]
+    for r in rows:
+        lines.append(f"{r['net']:<14} {r['impl']:<16} {r['train_step'] / 2**20:>12.1f} MiB "
+                     f"{r['predict'] / 2**20:>10.1f} MiB ({r['n_predict']:,} images, "
+                     f"batches of {r['predict_batch']})")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    """Bar chart of images/s (log scale, min-max as error bars), one panel per
+    network, one bar per implementation and thread count; saved as PNG."""
+    import matplotlib
+    if matplotlib.get_backend().lower() != "agg" and "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    names = [n for n in NETS if any(r["net"] == n for r in rows)]
+    threads = sorted({r["threads"] for r in rows})
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        impls = [i for i in IMPLS if any(r["net"] == name and r["impl"] == i for r in rows)]
+        width = 0.8 / len(threads)
+        values = []
+        for t_i, T in enumerate(threads):
+            sub = {r["impl"]: r for r in rows if r["net"] == name and r["threads"] == T}
+            ys = [k + (t_i - (len(threads) - 1) / 2) * width for k in range(len(impls))]
+            vals = [sub[i]["ips"] if i in sub else 0 for i in impls]
+            errs = [[sub[i]["ips"] - sub[i]["ips_min"] if i in sub else 0 for i in impls],
+                    [sub[i]["ips_max"] - sub[i]["ips"] if i in sub else 0 for i in impls]]
+            bars = ax.barh(ys, vals, height=width, xerr=errs, capsize=2, error_kw={"lw": 0.8},
+                           label=f"{T} thread{'s' * (T > 1)}")
+            ax.bar_label(bars, [f"{v:,.0f}" if v >= 10 else (f"{v:.1f}" if v else "") for v in vals],
+                         padding=12, fontsize=7)
+            values += [r["ips_max"] for r in sub.values()] + [r["ips"] for r in sub.values()]
+        batches = sorted({r["batch"] for r in rows if r["net"] == name})
+        ax.set_yticks(range(len(impls)), impls, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlim(min(values) / 2, max(values) * 6)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training images per second (log scale)")
+        ax.set_title(f"{name}, batch {max(batches)}"
+                     + (f" (loops: {min(batches)})" if len(batches) > 1 else ""), fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def describe_machine():
+    blas = ""
+    if threadpool_limits is not None:
+        from threadpoolctl import threadpool_info
+        info = sorted((i for i in threadpool_info() if i.get("user_api") == "blas"),
+                      key=lambda i: "numpy" not in i.get("filepath", ""))    # NumPy's own first
+        if info:
+            lib = info[0]
+            blas = f", BLAS {lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture')})"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+            f"Python {platform.python_version()}, NumPy {np.__version__}{blas}"
+            + (f", PyTorch {torch.__version__}" if torch else ", no PyTorch"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts (default: 1 2)")
+    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per round (default 10)")
+    ap.add_argument("--reps", type=int, default=5, help="rounds (default 5: 50 timed steps each)")
+    ap.add_argument("--pause", type=float, default=0.5, help="seconds between libraries")
+    ap.add_argument("--quick", action="store_true", help="a rough run in well under 30 s")
+    ap.add_argument("--plot", metavar="PNG", help="save a bar chart")
+    ap.add_argument("--profile", action="store_true", help="per-layer time of cnnlib's SimpleConvNet")
+    ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc measurements")
+    args = ap.parse_args(argv)
+    if threadpool_limits is None:
+        print("note: threadpoolctl is not installed; BLAS threads are not controlled")
+    if args.quick:                   # rough numbers in well under 30 s (notebook 06 may run this)
+        args.steps, args.reps, args.pause = 3, 3, min(args.pause, 0.3)
+    start = time.perf_counter()
+    print(describe_machine())
+    data = load_data()
+    rows = run_benchmarks(args.nets, args.impls, tuple(args.threads), args.steps, args.reps,
+                          warmup=1 if args.quick else 3, loops_batch=1 if args.quick else 10,
+                          pause=args.pause, gemm_n=1024 if args.quick else 2048, data=data,
+                          progress=lambda s: print(s, flush=True))
+    print()
+    print(format_table(rows))
+    if len(args.threads) > 1:
+        for name in args.nets:
+            def best_cnnlib(T):
+                return max((r["ips"] for r in rows if r["net"] == name and r["threads"] == T
+                            and r["impl"].startswith("cnnlib")), default=0)
+            fastest = max(args.threads, key=best_cnnlib)
+            print(f"{name}: cnnlib is fastest with {fastest} thread{'s' * (fastest > 1)} here")
+    if not args.no_memory:
+        print()
+        print(format_memory(measure_memory(data=data, n_predict=1000 if args.quick else 10_000)))
+    if args.profile:
+        for T in args.threads:
+            print(f"\nper-layer wall time of cnnlib's SimpleConvNet step, batch 100, "
+                  f"{T} BLAS thread(s), ms:")
+            for label, ms in profile_layers(threads=T, steps=10 if args.quick else 40, data=data):
+                print(f"  {label:<70} {ms:6.2f}")
+    if args.plot:
+        print(f"\nplot saved to {plot(rows, args.plot)}")
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

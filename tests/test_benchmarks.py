@@ -1,0 +1,71 @@
+"""The benchmark's baseline computes the right thing, and its functions run.
+
+Nothing here measures speed (timings on a shared machine are noise for a
+test); ``python benchmarks/bench_training.py`` does that.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_training as bench  # noqa: E402
+from classic import ClassicNet  # noqa: E402
+from cnnlib import losses  # noqa: E402
+
+
+@pytest.mark.parametrize("name", bench.NETS)
+def test_classic_network_has_the_same_gradients_as_cnnlib(name):
+    net = bench.build_cnnlib(name).astype(np.float64)
+    classic = ClassicNet.from_cnnlib(net)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((6, 1, 28, 28)), rng.integers(0, 10, 6)
+    loss_fn = losses.SoftmaxCrossEntropy()
+    loss = loss_fn.forward(net.forward(x), y)
+    net.backward(loss_fn.backward())
+    assert classic.gradient(x, y) == pytest.approx(loss, abs=1e-4)     # the book adds 1e-7 inside the log
+    for i, layer in enumerate(net.layers):
+        for k, g in layer.grads.items():
+            np.testing.assert_allclose(classic.grads[f"{k}{i}"], g, rtol=1e-9, atol=1e-12)
+
+
+def test_classic_network_stays_float32():
+    classic = ClassicNet.from_cnnlib(bench.build_cnnlib("SimpleConvNet"))
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    classic.train_step(x, np.array([0, 1, 2, 3]))
+    assert all(g.dtype == np.float32 for g in classic.grads.values())
+    assert all(p.dtype == np.float32 for p in classic.params.values())
+
+
+def test_flop_count_matches_the_architecture():
+    assert bench.flops_per_image("SimpleConvNet") == 4_326_000          # 4.33 MFLOP per image
+    assert bench.flops_per_image("8-filter net") == 275_808
+
+
+def test_run_benchmarks_returns_rows_and_plots(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    rows = bench.run_benchmarks(("8-filter net",), ("loops", "classic im2col", "cnnlib", "cnnlib ParallelStep"),
+                                threads=(1, 2), steps=1, reps=2, warmup=0, batch=10, loops_batch=1,
+                                pause=0, gemm_n=128, data=data)
+    impls = [(r["impl"], r["threads"]) for r in rows]
+    assert ("cnnlib ParallelStep", 1) not in impls and ("cnnlib ParallelStep", 2) in impls
+    assert ("loops", 1) in impls and ("cnnlib", 2) in impls
+    for r in rows:
+        assert r["ips_min"] <= r["ips"] <= r["ips_max"] and r["steps"] == 2
+        assert r["vs_classic"] > 0 and r["vs_torch"] is None and r["peak_gflops"] > 0
+    assert "cnnlib ParallelStep" in bench.format_table(rows)
+    assert bench.plot(rows, tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_memory_and_profile_helpers_run():
+    rng = np.random.default_rng(0)
+    data = rng.random((60, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 60)
+    rows = bench.measure_memory(batch=10, n_predict=40, predict_batch=20, data=data)
+    assert [r["impl"] for r in rows] == ["classic im2col", "cnnlib"]
+    assert all(0 < r["train_step"] < 50 * 2**20 and 0 < r["predict"] < 50 * 2**20 for r in rows)
+    assert "MiB" in bench.format_memory(rows)
+    profile = dict(bench.profile_layers(steps=1, batch=10, data=data))
+    assert profile["total"] > 0 and any(k.startswith("backward Conv2D") for k in profile)
