@@ -4,6 +4,11 @@ Use float64: with float32 the rounding error of f(x +- h) is about 1e-7 * |f|,
 divided by 2h that swamps the derivative and raises false alarms.
 Rule of thumb for ``relative_error``: < 1e-7 correct, 1e-7 .. 1e-4 look closer
 (kinks of ReLU/max near a sample), > 1e-2 the gradient is wrong.
+
+A false alarm to know: with zero biases, a convolution over a black (all-zero)
+background outputs exactly 0, right on ReLU's kink, where the two one-sided
+derivatives differ; give the biases small random values before checking a
+network on real images (notebook 07 does).
 """
 import numpy as np
 
@@ -58,8 +63,8 @@ def _frozen_rng(layer):
 def check_layer(layer, x, training=True, h=1e-6, seed=0):
     """Compare a layer's backward with numerical gradients, in float64.
 
-    The layer's parameters are replaced by float64 copies (restored to their
-    dtype afterwards is left to the caller: the layer is usually a test copy).
+    The layer's parameters are replaced by float64 copies and stay float64
+    (check a throwaway layer, or cast back afterwards).
     Loss L = sum(forward(x) * R) for a fixed random R, so dL/dout = R.
     Returns {"x": err, "<param>": err, ...} of relative errors.
     """

@@ -596,3 +596,14 @@ def test_run_notebooks_executes_in_place(tree, capsys):
     written = nbformat.read(str(nbdir / "02_second.ipynb"), as_version=4)
     errors = [o for c in written.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert len(errors) == 1 and errors[0].evalue == "on purpose"
+
+
+def test_run_notebooks_stores_a_progress_bar_as_its_final_lines():
+    pieces = ["\repoch 1 [--] 1/2", "\repoch 1 [##] 2/2 loss 0.5", "\n", "\repoch 2 [--] 1/2",
+              "\repoch 2 [##] 2/2 loss 0.3\n"]
+    outputs = [new_output("stream", name="stdout", text=t) for t in pieces]
+    outputs.insert(3, new_output("display_data", data={"text/plain": "a figure"}))
+    merged = run_notebooks.merge_streams(outputs)
+    assert [o.output_type for o in merged] == ["stream", "display_data", "stream"]
+    assert merged[0].text == "epoch 1 [##] 2/2 loss 0.5\n"
+    assert merged[2].text == "epoch 2 [##] 2/2 loss 0.3\n"

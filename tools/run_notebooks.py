@@ -118,6 +118,30 @@ def execute(nb, workdir, timeout):
         extra_arguments=["--log-level=ERROR"],
     )
     client.execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
+
+
+OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")    # text a later \r on the same line redraws
+
+
+def merge_streams(outputs):
+    """Join neighbouring stdout (or stderr) pieces into one and keep only what a
+    progress bar's last redraw (after \\r) shows, as a terminal would: the stored
+    file then holds one line per epoch, not every redraw. nbval compares streams
+    the same way, so stored and fresh outputs still match."""
+    merged = []
+    for out in outputs:
+        if (out.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                and merged[-1].name == out.name):
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.output_type == "stream":
+            out.text = OVERWRITTEN.sub("", out.text)
+    return merged
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
