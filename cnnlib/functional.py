@@ -89,17 +89,21 @@ def _pad(x, pad, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=value)
 
 
-def _window_slices(kh, kw, stride, oh, ow):
-    """Index of the elements every window takes at each kernel offset (i, j).
-
-    ``x[..., rows, cols]`` for offset (i, j) is an (OH, OW) strided view holding
-    element (i, j) of every window: looping over the KH*KW offsets touches all
-    windows at once.
-    """
+def _offsets(kh, kw, stride, oh, ow):
+    """Row and column slices of the elements every window takes at kernel
+    offset (i, j): ``x[..., rows, cols]`` is one (OH, OW) strided view holding
+    element (i, j) of every window, so looping over the KH*KW offsets touches
+    all windows at once."""
     for i in range(kh):
         for j in range(kw):
-            yield i, j, (Ellipsis, slice(i, i + stride * (oh - 1) + 1, stride),
-                         slice(j, j + stride * (ow - 1) + 1, stride))
+            yield (i, j, slice(i, i + stride * (oh - 1) + 1, stride),
+                   slice(j, j + stride * (ow - 1) + 1, stride))
+
+
+def _window_slices(kh, kw, stride, oh, ow):
+    """The same as _offsets, as ready-made index tuples ``x[window]``."""
+    for i, j, rows, cols in _offsets(kh, kw, stride, oh, ow):
+        yield i, j, (Ellipsis, rows, cols)
 
 
 # ------------------------------------------------------ naive references ---
@@ -142,9 +146,7 @@ def conv2d_backward_naive(dout, x, w, stride=1, pad=0):
     return dxp[:, :, pad:pad + H, pad:pad + W], dw, db
 
 
-def maxpool2d_naive(x, size=2, stride=None):
-    """Reference max-pooling. x: (N, C, H, W) -> (N, C, OH, OW),
-    OH = (H - size) // stride + 1; stride defaults to size."""
+def _pool_naive(x, size, stride, reduce):
     check_images(x)
     stride = size if stride is None else stride
     N, C, H, W = x.shape
@@ -153,8 +155,14 @@ def maxpool2d_naive(x, size=2, stride=None):
     for r in range(OH):
         for c in range(OW):
             window = x[:, :, r * stride:r * stride + size, c * stride:c * stride + size]
-            out[:, :, r, c] = window.max(axis=(2, 3))
+            out[:, :, r, c] = reduce(window, axis=(2, 3))
     return out
+
+
+def maxpool2d_naive(x, size=2, stride=None):
+    """Reference max-pooling. x: (N, C, H, W) -> (N, C, OH, OW),
+    OH = (H - size) // stride + 1; stride defaults to size."""
+    return _pool_naive(x, size, stride, np.max)
 
 
 def maxpool2d_backward_naive(dout, x, size=2, stride=None):
@@ -175,16 +183,7 @@ def maxpool2d_backward_naive(dout, x, size=2, stride=None):
 
 def avgpool2d_naive(x, size=2, stride=None):
     """Reference average pooling. x: (N, C, H, W) -> (N, C, OH, OW)."""
-    check_images(x)
-    stride = size if stride is None else stride
-    N, C, H, W = x.shape
-    OH, OW = conv_output_size(H, size, stride), conv_output_size(W, size, stride)
-    out = np.empty((N, C, OH, OW), dtype=x.dtype)
-    for r in range(OH):
-        for c in range(OW):
-            out[:, :, r, c] = x[:, :, r * stride:r * stride + size,
-                                c * stride:c * stride + size].mean(axis=(2, 3))
-    return out
+    return _pool_naive(x, size, stride, np.mean)
 
 
 # --------------------------------------------------------- classic im2col ---
@@ -299,15 +298,6 @@ def _batch_last(x):
 def _as_images(xt):
     """(N, C, H, W) view of a batch-last (C, H, W, N) array."""
     return xt.transpose(3, 0, 1, 2)
-
-
-def _offsets(kh, kw, stride, oh, ow):
-    """Row and column slices of the elements that every window takes at
-    kernel offset (i, j): ``x[..., rows, cols]`` is one (OH, OW) strided view."""
-    for i in range(kh):
-        for j in range(kw):
-            yield (i, j, slice(i, i + stride * (oh - 1) + 1, stride),
-                   slice(j, j + stride * (ow - 1) + 1, stride))
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
