@@ -13,13 +13,14 @@ Two networks, trained on batches of MNIST (float32, plain SGD):
 
 Implementations (rows of the table):
 
-* ``loops``: cnnlib's ``impl="naive"`` layers (8-filter net only, a batch of
+* ``loops``: cnnlib's ``impl="naive"`` textbook layers (8-filter net only, a batch of
   10 images: each step takes seconds);
 * ``classic im2col``: ``classic.py``, the network of "Deep Learning from
   Scratch" (im2col/col2im for convolution *and* pooling, argmax pooling,
   boolean-mask ReLU, input gradient of the first layer computed), float32;
-* ``cnnlib``: ``cnnlib.train.train_step`` with the default layers (fast path);
-* ``cnnlib ParallelStep``: ``cnnlib.train.ParallelStep(T)``, the batch split
+* ``cnnlib``: ``cnnlib.train.train_step`` on the fast path
+  (``SimpleConvNet(fast=True)``: conv -> ReLU -> pool as one fused layer);
+* ``cnnlib ParallelStep``: ``cnnlib.parallel.ParallelStep(T)``, the batch split
   over T Python threads with one BLAS thread each (T >= 2 only);
 * ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
   ``torch.set_num_threads(T)``.
@@ -58,7 +59,8 @@ if str(HERE.parent) not in sys.path:          # cnnlib, when it is not installed
     sys.path.append(str(HERE.parent))
 
 from classic import ClassicNet  # noqa: E402
-from cnnlib import datasets, layers, losses, nets, optim, train  # noqa: E402
+
+from cnnlib import datasets, fast, layers, losses, nets, optim, parallel, train  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_limits
@@ -77,13 +79,18 @@ LR = 0.01
 
 # ---------------------------------------------------------------- networks ---
 def build_cnnlib(name, impl="fast", seed=0):
+    """The network with textbook layers on tier ``impl`` ("naive", "im2col"),
+    or with ``impl="fast"`` the fast path (conv -> [ReLU ->] pool fused)."""
     if name == "SimpleConvNet":
-        return nets.SimpleConvNet(impl=impl, seed=seed)
+        if impl == "fast":
+            return nets.SimpleConvNet(seed=seed, fast=True)
+        return nets.SimpleConvNet(seed=seed, fast=False, impl=impl)
     if name == "8-filter net":
         rng = np.random.default_rng(seed)
-        return nets.Sequential([layers.Conv2D(1, 8, 3, rng=rng, impl=impl, input_grad=False),
-                                layers.MaxPool2D(2, impl=impl), layers.Flatten(),
-                                layers.Dense(13 * 13 * 8, 10, rng=rng)])
+        tier = "im2col" if impl == "fast" else impl
+        net = [layers.Conv2D(1, 8, 3, rng=rng, impl=tier, input_grad=False),
+               layers.MaxPool2D(2, impl=tier), layers.Flatten(), layers.Dense(13 * 13 * 8, 10, rng=rng)]
+        return nets.Sequential(fast.fuse_layers(net) if impl == "fast" else net)
     raise ValueError(f"unknown network {name!r}; expected one of {NETS}")
 
 
@@ -105,7 +112,7 @@ def build_torch(name, net):
                               nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
     else:
         model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1352, 10))
-    ours = [layer for layer in net.layers if layer.params]
+    ours = [layer for layer in net.textbook_layers() if layer.params]
     theirs = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         for a, b in zip(ours, theirs):
@@ -128,7 +135,6 @@ def make_stepper(impl, name, X, y, batch, threads):
     if impl == "loops":
         if name != "8-filter net":
             return None
-        impl_name = "naive"
     elif impl == "cnnlib ParallelStep" and threads < 2:
         return None
     if impl == "PyTorch":
@@ -151,7 +157,7 @@ def make_stepper(impl, name, X, y, batch, threads):
         return lambda k: classic.train_step(*batch_of(k), lr=LR)
     net = build_cnnlib(name, impl="naive" if impl == "loops" else "fast")
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
-    step_fn = train.ParallelStep(threads) if impl == "cnnlib ParallelStep" else train.train_step
+    step_fn = parallel.ParallelStep(threads) if impl == "cnnlib ParallelStep" else train.train_step
     return lambda k: step_fn(net, loss_fn, opt, *batch_of(k))
 
 
@@ -226,7 +232,7 @@ def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, wa
                         steppers[impl] = (s, b)
                 rates = {impl: [] for impl in steppers}
                 counters = {impl: 0 for impl in steppers}
-                for impl, (step, b) in steppers.items():      # warm-up (loops: nothing to warm)
+                for impl, (step, _) in steppers.items():      # warm-up (loops: nothing to warm)
                     for _ in range(0 if impl == "loops" else warmup):
                         step(counters[impl])
                         counters[impl] += 1
@@ -272,23 +278,31 @@ def measure_memory(name="SimpleConvNet", impls=("classic im2col", "cnnlib"), bat
     X_pred = np.resize(X, (n_predict,) + X.shape[1:])
     rows = []
     for impl in impls:
-        net = build_cnnlib(name)
-        if impl == "classic im2col":
-            classic = ClassicNet.from_cnnlib(net)
-            step = lambda: classic.train_step(X[:batch], y[:batch])          # noqa: E731
-            predict = lambda: np.concatenate([classic.predict(X_pred[i:i + predict_batch]).argmax(1)
-                                              for i in range(0, n_predict, predict_batch)])  # noqa: E731
-        elif impl == "cnnlib":
-            loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
-            step = lambda: train.train_step(net, loss_fn, opt, X[:batch], y[:batch])  # noqa: E731
-            predict = lambda: train.predict(net, X_pred, predict_batch)            # noqa: E731
-        else:
-            raise ValueError(f"memory is measured for 'classic im2col' and 'cnnlib', not {impl!r}")
+        step, predict = _memory_workload(impl, build_cnnlib(name), X, y, X_pred, batch, predict_batch)
         step()                                  # caches from a previous step exist in steady state
         rows.append(dict(net=name, impl=impl, train_step=_peak(step),
                          predict=_peak(predict), batch=batch, n_predict=n_predict,
                          predict_batch=predict_batch))
     return rows
+
+
+def _memory_workload(impl, net, X, y, X_pred, batch, predict_batch):
+    """(one training step, predicting X_pred) as functions of no arguments."""
+    if impl == "classic im2col":
+        classic = ClassicNet.from_cnnlib(net)
+
+        def step():
+            classic.train_step(X[:batch], y[:batch])
+
+        def predict():
+            return np.concatenate([classic.predict(X_pred[i:i + predict_batch]).argmax(1)
+                                   for i in range(0, len(X_pred), predict_batch)])
+        return step, predict
+    if impl == "cnnlib":
+        loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
+        return (lambda: train.train_step(net, loss_fn, opt, X[:batch], y[:batch]),
+                lambda: train.predict(net, X_pred, predict_batch))
+    raise ValueError(f"memory is measured for 'classic im2col' and 'cnnlib', not {impl!r}")
 
 
 def _peak(f):
@@ -304,7 +318,7 @@ def _peak(f):
 # ------------------------------------------------------------------- profile ---
 def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=None):
     """Wall-clock ms per training step spent in each layer's forward and
-    backward (cnnlib default path, fused blocks counted as one), plus the
+    backward (cnnlib's fast path, the fused layer counted as one), plus the
     rest (loss, optimizer, Python). Returns a list of (label, ms)."""
     X, y = load_data() if data is None else data
     net = build_cnnlib(name)
@@ -317,12 +331,6 @@ def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=No
         spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
         return out
 
-    def label(step):
-        if isinstance(step, layers.ConvPoolBlock):
-            parts = [step.conv, step.relu, step.pool]
-            return " + ".join(repr(p) for p in parts if p is not None)
-        return repr(step)
-
     total = 0.0
     with _Threads(threads):
         n_batches = len(X) // batch
@@ -333,14 +341,13 @@ def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=No
             i = k % n_batches
             xb, yb = X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
             start = time.perf_counter()
-            ran, a = [], xb
-            for step in net.steps():
-                a = timed(f"forward  {label(step)}", step.forward, a, True)
-                ran.append(step)
+            a = xb
+            for layer in net.layers:
+                a = timed(f"forward  {layer!r}", layer.forward, a, True)
             loss_fn.forward(a, yb)
             d = loss_fn.backward()
-            for step in reversed(ran):
-                d = timed(f"backward {label(step)}", step.backward, d)
+            for layer in reversed(net.layers):
+                d = timed(f"backward {layer!r}", layer.backward, d)
             opt.step()
             total += time.perf_counter() - start
     result = [(k, 1e3 * v / steps) for k, v in spent.items()]
@@ -462,7 +469,7 @@ def main(argv=None):
     print(format_table(rows))
     if len(args.threads) > 1:
         for name in args.nets:
-            def best_cnnlib(T):
+            def best_cnnlib(T, name=name):
                 return max((r["ips"] for r in rows if r["net"] == name and r["threads"] == T
                             and r["impl"].startswith("cnnlib")), default=0)
             fastest = max(args.threads, key=best_cnnlib)

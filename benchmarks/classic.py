@@ -131,7 +131,7 @@ class ClassicNet:
     @classmethod
     def from_cnnlib(cls, net):
         layers, params, owners = [], {}, {}
-        for i, layer in enumerate(net.layers):
+        for i, layer in enumerate(net.textbook_layers()):
             kind = type(layer).__name__
             if kind in ("Conv2D", "Dense"):
                 W, b = layer.params["W"].copy(), layer.params["b"].copy()

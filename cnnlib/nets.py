@@ -1,16 +1,20 @@
-"""Networks: a sequential container and the notebook-7 SimpleConvNet."""
+"""Networks: a sequential container and the notebook-07 SimpleConvNet."""
 import numpy as np
 
-from .layers import Conv2D, ConvPoolBlock, Dense, Flatten, MaxPool2D, ReLU
+from .fast import fuse_layers
+from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 __all__ = ["Sequential", "SimpleConvNet"]
 
 
 class Sequential:
-    """Runs layers in order; backward runs them in reverse.
+    """Runs exactly the layers in ``.layers``, in order, each once.
 
-    ``forward(x, training=True) -> output``, ``backward(dout) -> dx`` (None
-    when the first layer skips its input gradient), ``.layers`` the list.
+    ``forward(x, training=True) -> output`` is ``layer.forward`` for each
+    layer; ``backward(dout) -> dx`` is ``layer.backward`` for each layer in
+    reverse (None when the first layer skips its input gradient). Nothing is
+    fused or swapped behind the reader's back: a fused layer is used only
+    where it stands in ``.layers`` (see cnnlib.fast).
     """
 
     def __init__(self, layers):
@@ -24,38 +28,27 @@ class Sequential:
         return self.forward(x, training)
 
     def forward(self, x, training=True):
-        self._ran = []                     # what ran, for backward
-        for step in self.steps():
-            x = step.forward(x, training)
-            self._ran.append(step)
+        for layer in self.layers:
+            x = layer.forward(x, training)
         return x
 
     def backward(self, dout):
-        if not hasattr(self, "_ran"):
-            raise RuntimeError("Sequential.backward: call forward first (backward uses its caches)")
-        for step in reversed(self._ran):
-            dout = step.backward(dout)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
         return dout
 
-    def steps(self):
-        """The layers in order, except that each fast Conv2D [-> ReLU] ->
-        MaxPool2D (non-overlapping) runs as one fused ConvPoolBlock: the same
-        numbers, several times faster (see cnnlib.functional)."""
-        i = 0
-        while i < len(self.layers):
-            n = ConvPoolBlock.match(self.layers, i)
-            if n:
-                conv, *middle, pool = self.layers[i:i + n]
-                yield ConvPoolBlock(conv, middle[0] if middle else None, pool)
-                i += n
-            else:
-                yield self.layers[i]
-                i += 1
+    def textbook_layers(self):
+        """The layers with every fused layer expanded into those it stands
+        for: the same list for a network and its fast twin."""
+        for layer in self.layers:
+            yield from getattr(layer, "fused", (layer,))
 
     def named_arrays(self):
         """Yield ("<layer index>.<name>", dict, name) for every parameter and buffer
-        (running statistics), in a stable order; used by io and the optimisers."""
-        for i, layer in enumerate(self.layers):
+        (running statistics), in a stable order; used by io and the optimisers.
+        Indices count textbook layers, so a network and its fast twin (fused
+        layers) save and load the same files."""
+        for i, layer in enumerate(self.textbook_layers()):
             for store in (layer.params, getattr(layer, "buffers", {})):
                 for name in store:
                     yield f"{i}.{name}", store, name
@@ -81,16 +74,23 @@ class SimpleConvNet(Sequential):
     x: (N, C, H, W) -> logits (N, n_classes). With the default 1x28x28 input:
     conv 30x24x24, pool 30x12x12 = 4320 features. He initialisation by default
     (std 0.01 stalls training); ``seed`` makes the weights reproducible.
+
+    ``fast=True`` (the default) runs conv -> ReLU -> pool as one
+    ``cnnlib.fast.FusedConvPool`` layer, and ``net.layers`` shows it;
+    ``fast=False`` keeps the textbook layers of notebook 07 (Conv2D and
+    MaxPool2D on the ``impl`` tier, im2col by default). With the same seed
+    both start from the same weights and compute the same numbers.
     """
 
     def __init__(self, input_shape=(1, 28, 28), filters=30, kernel_size=5, hidden=100,
-                 n_classes=10, *, init="he", seed=0, dtype=np.float32, impl="fast"):
+                 n_classes=10, *, init="he", seed=0, dtype=np.float32, fast=True, impl="im2col"):
         C, H, W = input_shape
         rng = np.random.default_rng(seed)
         conv = Conv2D(C, filters, kernel_size, init=init, rng=rng, dtype=dtype, impl=impl,
                       input_grad=False)          # the image needs no gradient
         pool = MaxPool2D(2, impl=impl)
         n_features = filters * ((H - kernel_size + 1) // 2) * ((W - kernel_size + 1) // 2)
-        super().__init__([conv, ReLU(), pool, Flatten(),
-                          Dense(n_features, hidden, init=init, rng=rng, dtype=dtype), ReLU(),
-                          Dense(hidden, n_classes, init=init, rng=rng, dtype=dtype)])
+        layers = [conv, ReLU(), pool, Flatten(),
+                  Dense(n_features, hidden, init=init, rng=rng, dtype=dtype), ReLU(),
+                  Dense(hidden, n_classes, init=init, rng=rng, dtype=dtype)]
+        super().__init__(fuse_layers(layers) if fast else layers)

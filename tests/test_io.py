@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from cnnlib import io, layers as L, nets
+from cnnlib import io, nets
+from cnnlib import layers as L
 
 
 def test_round_trip_gives_identical_predictions(tmp_path):
@@ -43,3 +44,26 @@ def test_not_a_weights_file(tmp_path):
     path.write_bytes(b"this is not a zip file")
     with pytest.raises(ValueError, match="not a readable .npz"):
         io.load(nets.Sequential([L.Dense(3, 2)]), path)
+
+
+def test_missing_file_raises_file_not_found_naming_the_path(tmp_path):
+    path = tmp_path / "nowhere" / "w.npz"
+    with pytest.raises(FileNotFoundError, match="nowhere/w.npz: no such weights file"):
+        io.load(nets.Sequential([L.Dense(3, 2)]), path)
+
+
+@pytest.mark.parametrize("spoil", ["shape of the last layer", "text in the last layer"])
+def test_a_refused_file_leaves_the_net_exactly_as_it_was(tmp_path, spoil):
+    """Everything is checked before anything is copied: a mismatch in the
+    last layer must not leave the first layers overwritten."""
+    source = nets.SimpleConvNet(seed=1)
+    arrays = {key: store[name] for key, store, name in source.named_arrays()}
+    arrays["6.b"] = np.zeros(11, np.float32) if spoil.startswith("shape") else np.array(["x"] * 10)
+    path = tmp_path / "w.npz"
+    np.savez(path, **arrays)
+    net = nets.SimpleConvNet(seed=2)
+    before = {key: store[name].copy() for key, store, name in net.named_arrays()}
+    with pytest.raises(ValueError, match="6.b"):
+        io.load(net, path)
+    for key, store, name in net.named_arrays():
+        np.testing.assert_array_equal(store[name], before[key])

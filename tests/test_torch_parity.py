@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nnF = torch.nn.functional
 
-from cnnlib import layers as L, losses, nets, optim  # noqa: E402
+from cnnlib import layers as L  # noqa: E402
+from cnnlib import losses, nets, optim  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
 
@@ -75,15 +76,17 @@ def torch_simple_conv_net(net):
         torch.nn.Conv2d(1, 30, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
         torch.nn.Linear(4320, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
     with torch.no_grad():
-        for ours, theirs in zip([net.layers[i] for i in (0, 4, 6)], [model[i] for i in (0, 4, 6)]):
+        textbook = list(net.textbook_layers())
+        for ours, theirs in zip([textbook[i] for i in (0, 4, 6)], [model[i] for i in (0, 4, 6)]):
             w = ours.params["W"]
             theirs.weight.copy_(torch.tensor(w if w.ndim == 4 else w.T))   # dense: (in, out) vs (out, in)
             theirs.bias.copy_(torch.tensor(ours.params["b"]))
     return model
 
 
-def test_simple_conv_net_and_adam_match_torch():
-    net = nets.SimpleConvNet(dtype=np.float64, seed=0)
+@pytest.mark.parametrize("fast", [True, False])
+def test_simple_conv_net_and_adam_match_torch(fast):
+    net = nets.SimpleConvNet(dtype=np.float64, seed=0, fast=fast)
     model = torch_simple_conv_net(net)
     rng = np.random.default_rng(1)
     loss_fn = losses.SoftmaxCrossEntropy()
@@ -101,5 +104,6 @@ def test_simple_conv_net_and_adam_match_torch():
         topt.step()
         np.testing.assert_allclose(logits, tlogits.detach().numpy(), rtol=1e-9, atol=1e-12)
         assert loss == pytest.approx(tloss.item(), rel=1e-12)
-    np.testing.assert_allclose(net.layers[4].params["W"].T, model[4].weight.detach().numpy(), rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(net.layers[0].params["W"], model[0].weight.detach().numpy(), rtol=1e-8, atol=1e-12)
+    textbook = list(net.textbook_layers())
+    np.testing.assert_allclose(textbook[4].params["W"].T, model[4].weight.detach().numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(textbook[0].params["W"], model[0].weight.detach().numpy(), rtol=1e-8, atol=1e-12)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from cnnlib import layers as L, losses, nets, optim, train
+from cnnlib import layers as L
+from cnnlib import losses, nets, optim, parallel, train
 
 
 def toy_images(n, seed):
@@ -93,8 +94,8 @@ def test_parallel_step_equals_train_step(threads, batch):
     loss_fns = [losses.SoftmaxCrossEntropy() for _ in range(2)]
     opts = [optim.SGD(n, 0.1) for n in nets_]
     ref = train.train_step(nets_[0], loss_fns[0], opts[0], x, y)
-    step = train.ParallelStep(threads)
-    got = step(nets_[1], loss_fns[1], opts[1], x, y)
+    with parallel.ParallelStep(threads) as step:
+        got = step(nets_[1], loss_fns[1], opts[1], x, y)
     assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-12)
     for a, b in zip(nets_[0].layers, nets_[1].layers):
         for k in a.grads:
@@ -108,7 +109,7 @@ def test_parallel_step_is_deterministic_and_trains_with_fit():
     for _ in range(2):
         net = small_net()
         hist = train.fit(net, losses.SoftmaxCrossEntropy(), optim.Adam(net, 0.01), x, y, epochs=2,
-                         batch_size=32, progress=False, step=train.ParallelStep(2))
+                         batch_size=32, progress=False, step=parallel.ParallelStep(2))
         runs.append((hist["batch_loss"], net.layers[0].params["W"].copy()))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
@@ -119,4 +120,69 @@ def test_parallel_step_refuses_batch_dependent_layers():
     net = nets.Sequential([L.Flatten(), L.Dense(64, 8, rng=0), L.BatchNorm1D(8), L.Dense(8, 2, rng=1)])
     x, y = toy_images(8, 0)
     with pytest.raises(ValueError, match="BatchNorm1D"):
-        train.ParallelStep(2)(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+        parallel.ParallelStep(2)(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+
+
+def test_parallel_step_shuts_down_and_says_so():
+    step = parallel.ParallelStep(2)
+    worker = step._pool
+    step.close()
+    assert worker._shutdown
+    x, y = toy_images(8, 0)
+    net = small_net()
+    with pytest.raises(RuntimeError, match="closed"):
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+    step.close()                                     # closing twice is harmless
+
+
+def test_fit_refuses_nan_or_inf_data_before_any_update():
+    x, y = toy_images(64, 0)
+    for bad_train in (True, False):
+        net = small_net()
+        before = net.layers[0].params["W"].copy()
+        bad = x.copy()
+        bad[5, 0, 2, 3] = np.nan if bad_train else np.inf
+        args = (bad, y, None) if bad_train else (x, y, (bad, y))
+        with pytest.raises(ValueError, match=r"finite numbers, got 1 NaN or inf value\(s\) in an array "
+                                             r"of shape \(64, 1, 8, 8\)"):
+            train.fit(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), args[0], args[1],
+                      validation=args[2], progress=False)
+        np.testing.assert_array_equal(net.layers[0].params["W"], before)
+
+
+def test_fit_stops_on_a_non_finite_loss_naming_epoch_and_step():
+    x, y = toy_images(64, 0)
+    net = small_net()
+    opt = optim.SGD(net, 1e30)                       # far too high: the weights overflow
+    seen = []
+
+    def recording_step(*args):
+        seen.append({k: store[name].copy() for k, store, name in net.named_arrays()})
+        return train.train_step(*args)
+    with np.errstate(all="ignore"), \
+            pytest.raises(FloatingPointError, match=r"fit: epoch \d+, step \d+ of 4: loss is (inf|nan).*"
+                                                    r"lower learning rate"):
+        train.fit(net, losses.SoftmaxCrossEntropy(), opt, x, y, epochs=50, batch_size=16,
+                  progress=False, step=recording_step)
+    # the weights are those before the failing step: the last good ones, all finite
+    for key, store, name in net.named_arrays():
+        np.testing.assert_array_equal(store[name], seen[-1][key])
+        assert np.isfinite(store[name]).all()
+
+
+def test_interrupting_fit_returns_the_history_so_far(capsys):
+    x, y = toy_images(64, 0)
+    net = small_net()
+    calls = []
+
+    def interrupted_step(*args):
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return train.train_step(*args)
+    hist = train.fit(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y, epochs=3,
+                     batch_size=16, step=interrupted_step)
+    assert len(hist["batch_loss"]) == 6 and len(hist["loss"]) == 1     # epoch 1 done, 2 steps of epoch 2
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == ("fit: interrupted in epoch 2 of 3 after 6 steps; "
+                                            "returning the history of the completed steps")
