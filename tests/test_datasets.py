@@ -13,12 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnlib import datasets
-from cnnlib.datasets import (DatasetError, FASHION_MNIST_CLASSES, MNIST_CLASSES,
-                             as_images, binary_subset, load_fashion_mnist, load_mnist,
-                             read_idx, standardize, train_val_split)
+from cnnlib.datasets import (
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    DatasetError,
+    as_images,
+    binary_subset,
+    load_fashion_mnist,
+    load_mnist,
+    read_idx,
+    standardize,
+    train_val_split,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"

@@ -14,7 +14,6 @@ something even before the first notebook exists.
 To fix most failures: ``python tools/run_notebooks.py NN`` (re-executes the
 notebook and runs tools/make_nav.py).
 """
-import copy
 import json
 import re
 import sys
@@ -23,7 +22,7 @@ from urllib.parse import unquote
 
 import nbformat
 import pytest
-from nbformat.v4 import (new_code_cell, new_markdown_cell, new_notebook, new_output)
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

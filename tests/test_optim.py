@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from cnnlib import layers as L, optim
+from cnnlib import layers as L
+from cnnlib import optim
 
 
 def one_param_layer(value, grad):

@@ -160,7 +160,7 @@ def title_and_overview(nb, fallback_title):
         if cell.cell_type != "markdown":
             continue
         lines = cell.source.splitlines()
-        for j, line in enumerate(lines):
+        for j, line in enumerate(lines):  # noqa: B007 (j is used after the loop)
             m = HEADING_1.match(line)
             if m:
                 break

@@ -36,7 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
