@@ -7,6 +7,7 @@ Usage::
     python tools/run_notebooks.py 07 09        # by number prefix
     python tools/run_notebooks.py notebooks/03_debugging_backprop.ipynb
     python tools/run_notebooks.py --write-failed 04   # keep the partial run of a failing notebook
+    python tools/run_notebooks.py --no-nav 10         # leave navigation and contents alone
 
 What it does, in order:
 
@@ -214,6 +215,8 @@ def main(argv=None):
                         help=f"time limit per cell (default {DEFAULT_TIMEOUT})")
     parser.add_argument("--write-failed", action="store_true",
                         help="also write back notebooks that failed, with their partial outputs")
+    parser.add_argument("--no-nav", action="store_true",
+                        help="skip step 1 (navigation), e.g. while others edit other notebooks")
     parser.add_argument("--root", type=Path, default=make_nav.ROOT,
                         help="repository root (default: the one this script is in)")
     args = parser.parse_args(argv)
@@ -224,7 +227,8 @@ def main(argv=None):
     # (Agg on a headless machine) would reach the kernels and drop every figure.
     if os.environ.pop("MPLBACKEND", None) is not None:
         print("note: MPLBACKEND unset for the notebook kernels", flush=True)
-    make_nav.update(args.root)
+    if not args.no_nav:
+        make_nav.update(args.root)
     paths = select_notebooks(nbdir, args.notebooks)  # again: make_nav may have added 00_contents
     results = run(paths, timeout=args.timeout, write_failed=args.write_failed)
     summary(results)
