@@ -342,8 +342,8 @@ class _BatchNorm(Layer):
         super().__init__()
         name = type(self).__name__
         self.channels = _whole(name, "channels", channels)
-        if not (isinstance(eps, numbers.Real) and eps > 0):
-            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
+        if not (isinstance(eps, numbers.Real) and eps >= 0):
+            raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
         if not (isinstance(momentum, numbers.Real) and 0 <= momentum <= 1):
             raise ValueError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
         self.eps, self.momentum = eps, momentum

@@ -42,7 +42,7 @@ CASES = [
     case("dense: zero inputs", lambda: L.Dense(0, 10), ValueError, "in_features must be a positive integer", "0"),
     case("dense: float outputs", lambda: L.Dense(10, 2.0), ValueError, "out_features must be a positive integer", "2.0"),
     case("batchnorm: negative channels", lambda: L.BatchNorm2D(-8), ValueError, "channels must be a positive integer", "-8"),
-    case("batchnorm: zero eps", lambda: L.BatchNorm1D(4, eps=0), ValueError, "eps must be a positive number", "0"),
+    case("batchnorm: negative eps", lambda: L.BatchNorm1D(4, eps=-1e-5), ValueError, "eps must be a number >= 0", "-1e-05"),
     case("batchnorm: momentum above 1", lambda: L.BatchNorm2D(4, momentum=1.5), ValueError, "[0, 1]", "1.5"),
     case("dropout: p as a string", lambda: L.Dropout("0.5"), ValueError, "[0, 1)", "'0.5'"),
     case("backward before forward", lambda: L.Dense(3, 2).backward(np.ones((1, 2), f32)),
