@@ -333,6 +333,11 @@ class _BatchNorm(Layer):
     variance uses the unbiased batch variance, as PyTorch does). Inference:
     normalise with the running statistics. Note ``momentum=0.9`` here equals
     PyTorch's ``momentum=0.1``.
+
+    Every statistic is a sum over the batch, taken by ``_total``. When
+    cnnlib.parallel splits a batch over threads it sets ``add_parts`` to a
+    function that adds the other parts' sums, so each part normalises with
+    the statistics of the whole batch (synchronised batch norm).
     """
 
     axes = None
@@ -351,12 +356,17 @@ class _BatchNorm(Layer):
         self.params["beta"] = np.zeros(self.channels, dtype=dtype)
         self.buffers = {"running_mean": np.zeros(self.channels, dtype=dtype),
                         "running_var": np.ones(self.channels, dtype=dtype)}
+        self.add_parts = None
 
     def __repr__(self):
         return f"{type(self).__name__}({self.channels})"
 
     def _shape(self, v):
         return v.reshape((1, -1) + (1,) * (len(self.axes) - 1))
+
+    def _total(self, v):
+        """v, a sum over this batch: over the whole batch if it was split (see above)."""
+        return v if self.add_parts is None else self.add_parts(v)
 
     def forward(self, x, training=True):
         self.cache = None                # free the last step's buffers before making new ones
@@ -366,30 +376,33 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__}: expected {expected_ndim}-D input with "
                              f"{self.channels} channels on axis 1, got shape {x.shape}")
         if training:
-            mean, var = x.mean(axis=self.axes), x.var(axis=self.axes)
-            m = x.size // self.channels
+            m = int(self._total(np.array(x.size // self.channels)))   # values per channel
+            mean = self._total(x.sum(axis=self.axes)) / m
+            centred = x - self._shape(mean)
+            var = self._total((centred * centred).sum(axis=self.axes)) / m
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= self.momentum
             rm += (1 - self.momentum) * mean
             rv *= self.momentum
             rv += (1 - self.momentum) * var * (m / max(m - 1, 1))
         else:
-            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            m, mean, var = None, self.buffers["running_mean"], self.buffers["running_var"]
+            centred = x - self._shape(mean)
         inv_std = 1 / np.sqrt(var + self.eps)
-        xhat = (x - self._shape(mean)) * self._shape(inv_std)
-        self.cache = (xhat, inv_std) if training else None
+        xhat = centred * self._shape(inv_std)
+        self.cache = (xhat, inv_std, m) if training else None
         return self._shape(self.params["gamma"]) * xhat + self._shape(self.params["beta"])
 
     def backward(self, dout):
-        xhat, inv_std = self._cached()
+        xhat, inv_std, m = self._cached()
         self.grads["gamma"] = (dout * xhat).sum(axis=self.axes)
         self.grads["beta"] = dout.sum(axis=self.axes)
         dxhat = dout * self._shape(self.params["gamma"])
-        # d/dx of (x - mean) / std, with mean and std depending on x too:
-        m = dout.size // self.channels
-        return (self._shape(inv_std) / m) * (
-            m * dxhat - self._shape(dxhat.sum(axis=self.axes))
-            - xhat * self._shape((dxhat * xhat).sum(axis=self.axes)))
+        # d/dx of (x - mean) / std, with mean and std depending on x too (notebook 08):
+        # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std, means over the batch
+        mean_dxhat = self._total(dxhat.sum(axis=self.axes)) / m
+        mean_dxhat_xhat = self._total((dxhat * xhat).sum(axis=self.axes)) / m
+        return (dxhat - self._shape(mean_dxhat) - xhat * self._shape(mean_dxhat_xhat)) * self._shape(inv_std)
 
 
 class BatchNorm2D(_BatchNorm):

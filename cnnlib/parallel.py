@@ -19,17 +19,47 @@ BLAS cannot speed up; here every core does its share of it. BLAS is limited
 to ``blas_threads`` threads per call meanwhile (threadpoolctl): two threads
 each starting two BLAS threads would fight over two cores.
 
-Only layers whose training forward pass treats each sample on its own can be
-split; each layer says so itself (``layer.per_sample``). Batch norm (batch
-statistics) and active dropout (one random stream) are refused.
+Most layers treat each sample on its own in training and say so
+(``layer.per_sample``). Two kinds do not, and are split all the same:
+
+* batch norm (its statistics are over the whole batch): each part adds the
+  other parts' sums through the layer's ``add_parts`` hook, so every part
+  normalises with the statistics of the whole batch, as synchronised batch
+  norm does; the result equals train_step's up to float rounding;
+* dropout (one random stream): each part draws its masks from its own
+  generator, seeded from the layer's ``rng``, so a run is reproducible from
+  the seed (the masks differ from an unsplit step's, their distribution not).
+
+Any other layer that is not per-sample is refused.
 """
 import copy
+import os
+import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-__all__ = ["ParallelStep"]
+__all__ = ["ParallelStep", "auto_step", "usable_cores"]
+
+
+def usable_cores():
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                      # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_step(cores=None):
+    """The training step ``cnnlib.train.fit`` uses by default: on two or more
+    cores a ParallelStep with one thread per core (one BLAS thread each), else
+    the plain train_step. Measured on 2 cores (benchmarks/README.md), the
+    split batch was the fastest choice that stays fast when another program
+    takes a core: several BLAS threads per step slow down badly then."""
+    from .train import train_step  # train imports this module
+    cores = usable_cores() if cores is None else cores
+    return ParallelStep(cores) if cores >= 2 else train_step
 
 
 class ParallelStep:
@@ -75,51 +105,114 @@ class ParallelStep:
 
     @staticmethod
     def _replica(net):
-        """A copy of net whose layers share the parameter dicts but nothing else."""
+        """A copy of net whose layers share the parameter dicts but nothing else
+        (batch-norm running statistics are updated by the original only)."""
         twin = copy.copy(net)
         twin.layers = [copy.copy(layer) for layer in net.layers]
         for layer in twin.layers:
             layer.grads, layer.cache = {}, None
+            if hasattr(layer, "buffers"):
+                layer.buffers = {name: b.copy() for name, b in layer.buffers.items()}
         return twin
 
     @staticmethod
-    def _run(net, loss_fn, xb, yb, share):
-        logits = net.forward(xb, training=True)
-        loss = loss_fn.forward(logits, yb)
-        # The loss is the mean over this part; scaled by the part's share of
-        # the batch, the gradients just add up to those of the whole batch.
-        dlogits = loss_fn.backward()
-        net.backward(dlogits * dlogits.dtype.type(share))
+    def _split_layers(nets):
+        """Connect the parts' copies of every layer that is not per-sample:
+        batch norm through an _Adder, dropout through generators of its own.
+        Returns the adders (to break their barriers if a part fails)."""
+        adders = []
+        for position, layer in enumerate(nets[0].layers):
+            if layer.per_sample:
+                continue
+            if hasattr(layer, "add_parts"):
+                adder = _Adder(len(nets))
+                adders.append(adder)
+                for part, net in enumerate(nets):
+                    net.layers[position].add_parts = adder.for_part(part)
+            elif isinstance(getattr(layer, "rng", None), np.random.Generator):
+                seeds = layer.rng.integers(2**63, size=len(nets) - 1)   # drawn in a fixed order
+                for net, seed in zip(nets[1:], seeds):
+                    net.layers[position].rng = np.random.default_rng(seed)
+            else:
+                raise ValueError(f"ParallelStep: {layer!r} does not treat each sample on its own "
+                                 "in training and offers no way to split it; train this network "
+                                 "with cnnlib.train.train_step")
+        return adders
+
+    @staticmethod
+    def _run(net, loss_fn, xb, yb, share, adders):
+        try:
+            logits = net.forward(xb, training=True)
+            loss = loss_fn.forward(logits, yb)
+            # The loss is the mean over this part; scaled by the part's share of
+            # the batch, the gradients just add up to those of the whole batch.
+            dlogits = loss_fn.backward()
+            net.backward(dlogits * dlogits.dtype.type(share))
+        except BaseException:
+            for adder in adders:                  # no part may wait for this one forever
+                adder.barrier.abort()
+            raise
         return loss, int((logits.argmax(axis=1) == yb).sum())
 
     def __call__(self, net, loss_fn, optimizer, xb, yb):
         if self._finalizer is not None and not self._finalizer.alive:
             raise RuntimeError("ParallelStep: this step was closed; make a new one")
-        for layer in net.layers:
-            if not layer.per_sample:
-                raise ValueError(f"ParallelStep: {layer!r} does not treat each sample on its own "
-                                 "in training (batch statistics or a random stream); train this "
-                                 "network with cnnlib.train.train_step")
         if len(xb) != len(yb):
             raise ValueError(f"ParallelStep: xb has {len(xb)} samples but yb has {len(yb)}")
         k = min(self.threads, len(xb))
         bounds = [len(xb) * i // k for i in range(k + 1)]     # fixed parts, as equal as possible
         parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
         shares = [(b - a) / len(xb) for a, b in zip(bounds, bounds[1:])]
-        with self._blas_limit():
-            nets = [net] + [self._replica(net) for _ in parts[1:]]
-            loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
-            jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
-                                      shares[i]) for i in range(1, k)]
-            results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0])]
-            results += [job.result() for job in jobs]
-            loss = sum(share * result[0] for share, result in zip(shares, results))
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss}; the weights were not updated "
-                                         "(try a lower learning rate)")
-            for i, layer in enumerate(net.layers):        # the sum, in a fixed order
-                for name, g in layer.grads.items():
-                    for twin in nets[1:]:
-                        g += twin.layers[i].grads[name]
-            optimizer.step()
+        nets = [net] + [self._replica(net) for _ in parts[1:]]
+        adders = self._split_layers(nets)
+        try:
+            with self._blas_limit():
+                loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
+                jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
+                                          shares[i], adders) for i in range(1, k)]
+                try:
+                    results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], adders)]
+                except threading.BrokenBarrierError:
+                    wait(jobs)                    # another part failed first: raise its error
+                    for job in jobs:
+                        if job.exception() and not isinstance(job.exception(), threading.BrokenBarrierError):
+                            raise job.exception() from None
+                    raise
+                finally:
+                    wait(jobs)                    # every part ends before anything else happens
+                results += [job.result() for job in jobs]     # re-raises a part's error
+        finally:
+            for layer in net.layers:              # the original is plain again
+                if hasattr(layer, "add_parts"):
+                    layer.add_parts = None
+        loss = sum(share * result[0] for share, result in zip(shares, results))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss}; the weights were not updated "
+                                     "(try a lower learning rate)")
+        for i, layer in enumerate(net.layers):            # the sum, in a fixed order
+            for name, g in layer.grads.items():
+                for twin in nets[1:]:
+                    g += twin.layers[i].grads[name]
+        optimizer.step()
         return loss, sum(result[1] for result in results)
+
+
+class _Adder:
+    """Adds one array from each part of a split batch, in part order, and gives
+    every part the total: an all-reduce between threads, with a barrier."""
+
+    def __init__(self, parts):
+        self.barrier = threading.Barrier(parts, timeout=600)
+        self.slots = [None] * parts
+
+    def for_part(self, part):
+        return lambda value: self.add(part, value)
+
+    def add(self, part, value):
+        self.slots[part] = value
+        self.barrier.wait()                       # every part has put its sum
+        total = self.slots[0]
+        for other in self.slots[1:]:
+            total = total + other
+        self.barrier.wait()                       # every part has read, slots may be reused
+        return total

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from .parallel import auto_step
+
 __all__ = ["minibatches", "predict_logits", "predict", "evaluate", "train_step", "fit",
            "ProgressBar"]
 
@@ -105,7 +107,7 @@ def _check_finite(X, name):
 
 
 def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=None,
-        seed=0, progress=True, step=train_step):
+        seed=0, progress=True, step="auto"):
     """Train with shuffled mini-batches; returns a history dict.
 
     X: (N, C, H, W) float, y: (N,) int. ``validation=(X_val, y_val)`` is
@@ -113,6 +115,11 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     history: "loss", "acc" (per epoch, averaged over that epoch's batches),
     "val_loss", "val_acc" (if validation), "batch_loss" (per step), "time"
     (seconds per epoch).
+
+    ``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)`` does
+    one update. ``"auto"`` (the default) is ``cnnlib.parallel.auto_step()``:
+    the batch split over the machine's cores, the same numbers as train_step
+    up to float rounding; pass ``step=train_step`` for the plain step.
 
     Faults: data with NaN or inf is refused before any update; a loss that
     becomes inf or NaN stops training with FloatingPointError naming the
@@ -125,6 +132,13 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     if validation:
         _check_xy(*validation)
         _check_finite(validation[0], "the validation images")
+    if step == "auto":
+        step = auto_step()
+        try:
+            return fit(net, loss_fn, optimizer, X, y, epochs=epochs, batch_size=batch_size,
+                       validation=validation, seed=seed, progress=progress, step=step)
+        finally:
+            getattr(step, "close", lambda: None)()
     rng = np.random.default_rng(seed)
     keys = ["loss", "acc", "batch_loss", "time"] + (["val_loss", "val_acc"] if validation else [])
     history = {k: [] for k in keys}

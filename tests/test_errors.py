@@ -55,9 +55,10 @@ CASES = [
     case("fuse: not a conv", lambda: fast.fuse(L.Dense(3, 2), L.ReLU(), L.MaxPool2D(2)),
          TypeError, "(Conv2D, ReLU or None, MaxPool2D)", "'Dense'"),
     case("parallel: zero threads", lambda: parallel.ParallelStep(0), ValueError, "positive integer", "0"),
-    case("parallel: batch norm", lambda: parallel.ParallelStep(2)(
-        nets.Sequential([L.Flatten(), L.Dense(784, 8), L.BatchNorm1D(8)]), losses.SoftmaxCrossEntropy(),
-        optim.SGD(nets.SimpleConvNet(), 0.1), img, np.array([1, 2])), ValueError, "BatchNorm1D(8)", "train_step"),
+    case("parallel: layer that cannot be split", lambda: parallel.ParallelStep(2)(
+        nets.Sequential([L.Flatten(), L.Dense(784, 8), type("Odd", (L.Layer,), {"per_sample": False})()]),
+        losses.SoftmaxCrossEntropy(), optim.SGD(nets.SimpleConvNet(), 0.1), img, np.array([1, 2])),
+         ValueError, "Odd()", "train_step"),
     case("fit: NaN in the images", lambda: train.fit(
         nets.SimpleConvNet(), losses.SoftmaxCrossEntropy(), optim.SGD(nets.SimpleConvNet(), 0.1),
         np.full((2, 1, 28, 28), np.nan, f32), np.array([1, 2]), progress=False),

@@ -116,11 +116,79 @@ def test_parallel_step_is_deterministic_and_trains_with_fit():
     assert hist["loss"][-1] < hist["loss"][0]
 
 
-def test_parallel_step_refuses_batch_dependent_layers():
-    net = nets.Sequential([L.Flatten(), L.Dense(64, 8, rng=0), L.BatchNorm1D(8), L.Dense(8, 2, rng=1)])
+class BatchMean(L.Layer):
+    """Subtracts the batch mean: not per-sample, and offers no way to split it."""
+    per_sample = False
+
+    def forward(self, x, training=True):
+        self.cache = True
+        return x - x.mean(axis=0)
+
+    def backward(self, dout):
+        return dout - dout.mean(axis=0)
+
+
+def test_parallel_step_refuses_a_layer_it_cannot_split():
+    net = nets.Sequential([L.Flatten(), L.Dense(64, 8, rng=0), BatchMean(), L.Dense(8, 2, rng=1)])
     x, y = toy_images(8, 0)
-    with pytest.raises(ValueError, match="BatchNorm1D"):
+    with pytest.raises(ValueError, match="BatchMean.*no way to split it"):
         parallel.ParallelStep(2)(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+
+
+def bn_net(seed=2):
+    r = np.random.default_rng(seed)
+    return nets.Sequential([L.Conv2D(1, 4, 3, pad=1, rng=r, dtype=np.float64, impl="fast"), L.BatchNorm2D(4, dtype=np.float64),
+                            L.ReLU(), L.MaxPool2D(2, impl="fast"), L.Flatten(),
+                            L.Dense(64, 8, rng=r, dtype=np.float64), L.BatchNorm1D(8, dtype=np.float64), L.ReLU(),
+                            L.Dense(8, 2, rng=r, dtype=np.float64)])
+
+
+@pytest.mark.parametrize("threads,batch", [(2, 32), (2, 7), (3, 10)])
+def test_parallel_batch_norm_equals_whole_batch_batch_norm(threads, batch):
+    """Synchronised batch norm: statistics over the whole batch, so loss,
+    gradients, the update and the running statistics equal train_step's."""
+    x, y = toy_images(batch, 6)
+    x = x.astype(np.float64)
+    ref_net, par_net = bn_net(), bn_net()
+    for layer in ref_net.layers + par_net.layers:          # non-trivial gamma and beta
+        if "gamma" in layer.params:
+            layer.params["gamma"] = np.linspace(0.5, 1.5, layer.channels)
+            layer.params["beta"] = np.linspace(-0.2, 0.2, layer.channels)
+    ref = train.train_step(ref_net, losses.SoftmaxCrossEntropy(), optim.SGD(ref_net, 0.1), x, y)
+    with parallel.ParallelStep(threads) as step:
+        got = step(par_net, losses.SoftmaxCrossEntropy(), optim.SGD(par_net, 0.1), x, y)
+    assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-12)
+    for a, b in zip(ref_net.layers, par_net.layers):
+        for k in a.grads:
+            np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-9, atol=1e-12)
+        for k in getattr(a, "buffers", {}):
+            np.testing.assert_allclose(b.buffers[k], a.buffers[k], rtol=1e-12, atol=1e-14)
+        assert getattr(b, "add_parts", None) is None                # plain again after the step
+
+
+def test_parallel_dropout_is_reproducible_from_the_seed():
+    def run():
+        net = nets.Sequential([L.Flatten(), L.Dense(64, 32, rng=0), L.ReLU(), L.Dropout(0.5, rng=7),
+                               L.Dense(32, 2, rng=1)])
+        x, y = toy_images(64, 0)
+        with parallel.ParallelStep(2) as step:
+            hist = train.fit(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y, epochs=2,
+                             batch_size=16, progress=False, step=step)
+        return hist["batch_loss"], net.layers[1].params["W"].copy()
+    (loss_a, w_a), (loss_b, w_b) = run(), run()
+    assert loss_a == loss_b
+    np.testing.assert_array_equal(w_a, w_b)
+
+
+def test_a_failing_part_does_not_hang_the_others():
+    net = bn_net()
+    x, y = toy_images(8, 0)
+    x = x.astype(np.float64)
+    y[5] = 9                                           # part 2 fails in the loss, after its batch norm
+    with parallel.ParallelStep(2) as step, pytest.raises(ValueError, match="labels must be in"):
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+    assert all(getattr(layer, "add_parts", None) is None for layer in net.layers)
 
 
 def test_parallel_step_shuts_down_and_says_so():
