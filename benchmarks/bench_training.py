@@ -9,7 +9,10 @@ Two networks, trained on batches of MNIST (float32, plain SGD):
 * ``SimpleConvNet`` (notebook 07): conv 30x5x5 -> ReLU -> max-pool 2 ->
   dense 4320->100 -> ReLU -> dense 100->10, batch 100;
 * ``8-filter net`` (notebook 04): conv 8x3x3 -> max-pool 2 -> dense 1352->10,
-  batch 100.
+  batch 100;
+* ``deep CNN`` (notebook 08): conv16-BN-ReLU-pool, conv32-BN-ReLU,
+  conv32-BN-ReLU-pool, dense 128, dense 10 (3x3 kernels, padding 1), batch 100;
+  the fast tier (``impl="fast"``), no classic version (the book has no batch norm).
 
 Implementations (rows of the table):
 
@@ -19,9 +22,11 @@ Implementations (rows of the table):
   Scratch" (im2col/col2im for convolution *and* pooling, argmax pooling,
   boolean-mask ReLU, input gradient of the first layer computed), float32;
 * ``cnnlib``: ``cnnlib.train.train_step`` on the fast path
-  (``SimpleConvNet(fast=True)``: conv -> ReLU -> pool as one fused layer);
-* ``cnnlib ParallelStep``: ``cnnlib.parallel.ParallelStep(T)``, the batch split
-  over T Python threads with one BLAS thread each (T >= 2 only);
+  (``SimpleConvNet(fast=True)``: conv -> ReLU -> pool as one fused layer),
+  BLAS with T threads;
+* ``cnnlib default``: what ``cnnlib.train.fit`` does out of the box on T
+  cores, ``cnnlib.parallel.auto_step(cores=T)``: train_step for T = 1, the
+  batch split over T Python threads with one BLAS thread each for T >= 2;
 * ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
   ``torch.set_num_threads(T)``.
 
@@ -72,8 +77,8 @@ try:
 except ImportError:                            # pragma: no cover
     torch = None
 
-NETS = ("SimpleConvNet", "8-filter net")
-IMPLS = ("loops", "classic im2col", "cnnlib", "cnnlib ParallelStep", "PyTorch")
+NETS = ("SimpleConvNet", "8-filter net", "deep CNN")
+IMPLS = ("loops", "classic im2col", "cnnlib", "cnnlib default", "PyTorch")
 LR = 0.01
 
 
@@ -91,6 +96,17 @@ def build_cnnlib(name, impl="fast", seed=0):
         net = [layers.Conv2D(1, 8, 3, rng=rng, impl=tier, input_grad=False),
                layers.MaxPool2D(2, impl=tier), layers.Flatten(), layers.Dense(13 * 13 * 8, 10, rng=rng)]
         return nets.Sequential(fast.fuse_layers(net) if impl == "fast" else net)
+    if name == "deep CNN":               # notebook 08: three conv layers with batch norm
+        rng = np.random.default_rng(seed)
+        tier = impl
+
+        def block(c_in, c_out, **kw):
+            return [layers.Conv2D(c_in, c_out, 3, pad=1, rng=rng, impl=tier, **kw),
+                    layers.BatchNorm2D(c_out), layers.ReLU()]
+        return nets.Sequential([*block(1, 16, input_grad=False), layers.MaxPool2D(2, impl=tier),
+                                *block(16, 32), *block(32, 32), layers.MaxPool2D(2, impl=tier),
+                                layers.Flatten(), layers.Dense(32 * 7 * 7, 128, rng=rng), layers.ReLU(),
+                                layers.Dense(128, 10, rng=rng)])
     raise ValueError(f"unknown network {name!r}; expected one of {NETS}")
 
 
@@ -100,6 +116,10 @@ def flops_per_image(name):
     if name == "SimpleConvNet":
         conv, dense1, dense2 = 30 * 25 * 24 * 24, 4320 * 100, 100 * 10
         return 2 * (2 * conv + 3 * dense1 + 3 * dense2)
+    if name == "deep CNN":
+        first = 16 * 9 * 28 * 28
+        rest = 32 * 16 * 9 * 14 * 14 + 32 * 32 * 9 * 14 * 14 + 1568 * 128 + 128 * 10
+        return 2 * (2 * first + 3 * rest)
     conv, dense = 8 * 9 * 26 * 26, 1352 * 10
     return 2 * (2 * conv + 3 * dense)
 
@@ -110,12 +130,21 @@ def build_torch(name, net):
     if name == "SimpleConvNet":
         model = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                               nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
+    elif name == "deep CNN":
+        def block(c_in, c_out):
+            return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out, momentum=0.1), nn.ReLU()]
+        model = nn.Sequential(*block(1, 16), nn.MaxPool2d(2), *block(16, 32), *block(32, 32), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10))
     else:
         model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1352, 10))
     ours = [layer for layer in net.textbook_layers() if layer.params]
-    theirs = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    theirs = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
     with torch.no_grad():
         for a, b in zip(ours, theirs):
+            if "gamma" in a.params:
+                b.weight.copy_(torch.from_numpy(a.params["gamma"]))
+                b.bias.copy_(torch.from_numpy(a.params["beta"]))
+                continue
             W = a.params["W"]
             b.weight.copy_(torch.from_numpy(W if W.ndim == 4 else np.ascontiguousarray(W.T)))
             b.bias.copy_(torch.from_numpy(a.params["b"]))
@@ -132,10 +161,7 @@ def make_stepper(impl, name, X, y, batch, threads):
         k %= n_batches
         return X[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch]
 
-    if impl == "loops":
-        if name != "8-filter net":
-            return None
-    elif impl == "cnnlib ParallelStep" and threads < 2:
+    if impl == "loops" and name != "8-filter net":
         return None
     if impl == "PyTorch":
         if torch is None:
@@ -153,11 +179,14 @@ def make_stepper(impl, name, X, y, batch, threads):
             opt.step()
         return step
     if impl == "classic im2col":
+        if name == "deep CNN":               # the book's network has no batch norm
+            return None
         classic = ClassicNet.from_cnnlib(build_cnnlib(name))
         return lambda k: classic.train_step(*batch_of(k), lr=LR)
     net = build_cnnlib(name, impl="naive" if impl == "loops" else "fast")
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
-    step_fn = parallel.ParallelStep(threads) if impl == "cnnlib ParallelStep" else train.train_step
+    # "cnnlib default": what fit does out of the box on a machine with `threads` cores
+    step_fn = parallel.auto_step(cores=threads) if impl == "cnnlib default" else train.train_step
     return lambda k: step_fn(net, loss_fn, opt, *batch_of(k))
 
 
