@@ -66,8 +66,11 @@ class ParallelStep:
     """``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)``,
     like train_step, with the batch split over ``threads`` threads.
 
-    The worker threads are shut down by ``close()``, by leaving a ``with``
-    block, or when the object is garbage-collected.
+    From its first step until ``close()`` BLAS runs ``blas_threads`` threads
+    per call, process-wide (switching it back and forth at every step wakes
+    BLAS's own worker threads, which then spin and steal the cores). The
+    worker threads stop and the BLAS setting is restored by ``close()``, by
+    leaving a ``with`` block, or when the object is garbage-collected.
     """
 
     def __init__(self, threads=2, blas_threads=1):
@@ -76,16 +79,23 @@ class ParallelStep:
                 raise ValueError(f"ParallelStep: {name} must be a positive integer, got {value!r}")
         self.threads, self.blas_threads = threads, blas_threads
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
-        self._finalizer = weakref.finalize(self, self._pool.shutdown) if self._pool else None
-        self._blas = None
+        self._blas = {"limits": None}
+        self._finalizer = weakref.finalize(self, ParallelStep._shutdown, self._pool, self._blas)
 
     def __repr__(self):
         return f"ParallelStep(threads={self.threads}, blas_threads={self.blas_threads})"
 
+    @staticmethod
+    def _shutdown(pool, blas):
+        if blas["limits"] is not None:
+            blas["limits"].restore_original_limits()
+            blas["limits"] = None
+        if pool is not None:
+            pool.shutdown()
+
     def close(self):
-        """Stop the worker threads (waits for a running step to finish)."""
-        if self._finalizer is not None:
-            self._finalizer()
+        """Stop the worker threads and restore BLAS's thread count."""
+        self._finalizer()
 
     def __enter__(self):
         return self
@@ -93,15 +103,14 @@ class ParallelStep:
     def __exit__(self, *exc):
         self.close()
 
-    def _blas_limit(self):
-        if self._blas is None:
+    def _limit_blas(self):
+        if self._blas["limits"] is None:
             try:
-                from threadpoolctl import ThreadpoolController
+                from threadpoolctl import threadpool_limits
             except ImportError as err:
                 raise ImportError("ParallelStep limits BLAS threads with threadpoolctl: "
                                   "python -m pip install threadpoolctl") from err
-            self._blas = ThreadpoolController()       # finds the BLAS libraries once
-        return self._blas.limit(limits=self.blas_threads, user_api="blas")
+            self._blas["limits"] = threadpool_limits(limits=self.blas_threads, user_api="blas")
 
     @staticmethod
     def _replica(net):
@@ -155,7 +164,7 @@ class ParallelStep:
         return loss, int((logits.argmax(axis=1) == yb).sum())
 
     def __call__(self, net, loss_fn, optimizer, xb, yb):
-        if self._finalizer is not None and not self._finalizer.alive:
+        if not self._finalizer.alive:
             raise RuntimeError("ParallelStep: this step was closed; make a new one")
         if len(xb) != len(yb):
             raise ValueError(f"ParallelStep: xb has {len(xb)} samples but yb has {len(yb)}")
@@ -165,22 +174,22 @@ class ParallelStep:
         shares = [(b - a) / len(xb) for a, b in zip(bounds, bounds[1:])]
         nets = [net] + [self._replica(net) for _ in parts[1:]]
         adders = self._split_layers(nets)
+        self._limit_blas()
         try:
-            with self._blas_limit():
-                loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
-                jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
-                                          shares[i], adders) for i in range(1, k)]
-                try:
-                    results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], adders)]
-                except threading.BrokenBarrierError:
-                    wait(jobs)                    # another part failed first: raise its error
-                    for job in jobs:
-                        if job.exception() and not isinstance(job.exception(), threading.BrokenBarrierError):
-                            raise job.exception() from None
-                    raise
-                finally:
-                    wait(jobs)                    # every part ends before anything else happens
-                results += [job.result() for job in jobs]     # re-raises a part's error
+            loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
+            jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
+                                      shares[i], adders) for i in range(1, k)]
+            try:
+                results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], adders)]
+            except threading.BrokenBarrierError:
+                wait(jobs)                    # another part failed first: raise its error
+                for job in jobs:
+                    if job.exception() and not isinstance(job.exception(), threading.BrokenBarrierError):
+                        raise job.exception() from None
+                raise
+            finally:
+                wait(jobs)                    # every part ends before anything else happens
+            results += [job.result() for job in jobs]     # re-raises a part's error
         finally:
             for layer in net.layers:              # the original is plain again
                 if hasattr(layer, "add_parts"):

@@ -254,3 +254,17 @@ def test_interrupting_fit_returns_the_history_so_far(capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == ("fit: interrupted in epoch 2 of 3 after 6 steps; "
                                             "returning the history of the completed steps")
+
+
+def test_parallel_step_holds_one_blas_thread_until_closed():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    before = blas_threads()
+    x, y = toy_images(8, 0)
+    net = small_net()
+    with parallel.ParallelStep(2, blas_threads=1) as step:
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
