@@ -256,8 +256,9 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
     The trick is the order of the GEMM's output columns: the size*size members
     of every pooling window land in size*size separate contiguous blocks, so
     pooling is an elementwise maximum of whole blocks. ReLU commutes with max
-    (relu(max(v)) == max(relu(v)), also for ties and the gradient), so it runs
-    after pooling, on size*size times fewer numbers. Windows that do not fit
+    (relu(max(v)) == max(relu(v)), also for ties and the gradient), and so does
+    adding a filter's bias (max(v + b) == max(v) + b), so both run after
+    pooling, on size*size times fewer numbers. Windows that do not fit
     (H not divisible) are dropped, as in max-pooling, so the conv outputs
     they would read are never computed.
 
@@ -281,9 +282,9 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
         cols[:, i, j, di, dj] = block
     cols = cols.reshape(C * KH * KW, -1)
     conv = (w.reshape(F, -1) @ cols).reshape(F, size * size, PH * PW * N)
-    conv += b[:, None, None]
     # the size*size members of each window, in row-major order: contiguous blocks
     out, wins = _running_max([conv[:, k] for k in range(size * size)], masks=keep_cache)
+    out += b[:, None]                    # a filter's bias shifts its whole window: add it after the max
     positive = out > 0 if relu and keep_cache else None
     if relu:
         np.maximum(out, 0, out=out)
