@@ -10,6 +10,7 @@ optim       SGD, Momentum, Adam
 nets        Sequential, SimpleConvNet (fast=True fuses conv -> ReLU -> pool)
 train       mini-batch training loop, batched predict/evaluate
 gradcheck   numerical gradients and relative errors
+checks      self-checks for the exercises: run your function, read a verdict
 viz         image grids, filters, training curves, confusion matrices
 io          save/load weights (no pickle)
 """
