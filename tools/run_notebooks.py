@@ -5,7 +5,7 @@ Usage::
 
     python tools/run_notebooks.py              # every notebook in notebooks/, in order
     python tools/run_notebooks.py 07 09        # by number prefix
-    python tools/run_notebooks.py notebooks/03_debugging_backprop.ipynb
+    python tools/run_notebooks.py notebooks/04_debugging_backprop.ipynb
     python tools/run_notebooks.py --write-failed 04   # keep the partial run of a failing notebook
     python tools/run_notebooks.py --no-nav 10         # leave navigation and contents alone
 
