@@ -471,3 +471,11 @@ def test_compare_for_exercises_without_a_check_of_their_own(capsys):
     assert capsys.readouterr().out == "answer: your function raised ZeroDivisionError: division by zero\n"
     assert checks.compare((e, e), (e, e + 1), "pair") is False
     assert "wrong values of part 1" in capsys.readouterr().out
+
+
+def test_gradients_of_an_all_zero_numeric_gradient_warn_nothing(capsys):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert checks.gradients(np.ones(3), np.zeros(3)) is False
+    assert "wrong" in capsys.readouterr().out
