@@ -37,7 +37,6 @@ ALLOWED = {
     ("08", "7.3 %"): "VGG-16's published top-5 error (literature)",
     ("08", "3.57 %"): "ResNet's published top-5 error (literature)",
     ("08", "25 %"): "the training error the AlexNet paper reports for CIFAR-10 (literature)",
-    ("10", "1.3×"): "a rule of thumb for timing noise, not a measurement",
 }
 
 
