@@ -147,7 +147,6 @@ def test_problems_does_not_change_the_notebook():
 REAL = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb") if 1 <= int(p.name[:2]) <= 10)
 
 
-@pytest.mark.xfail(strict=False, reason="exercises not converted yet")
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
 def test_every_notebook_follows_the_exercise_format(path):
     found = problems(nbformat.read(str(path), as_version=4))

@@ -155,7 +155,6 @@ def test_check_lists_the_notebooks_out_of_date(tree, capsys):
     assert "out of date: notebooks/02_second.ipynb" in out and "01_first" not in out
 
 
-@pytest.mark.xfail(strict=False, reason="tools/make_nav.py calls make_slides from the end of the change on")
 def test_make_nav_keeps_the_slide_types(tree):
     """make_nav regenerates the navigation cells; it must also give them (and new cells) their slide types."""
     make_nav.update(tree, out=QUIET)
@@ -164,7 +163,6 @@ def test_make_nav_keeps_the_slide_types(tree):
     assert make_nav.update(tree, check=True, out=QUIET) == []
 
 
-@pytest.mark.xfail(strict=False, reason="slide metadata applied at the end of the change")
 def test_stored_notebooks_carry_their_slide_types():
     changed = make_slides.update(ROOT, check=True, out=QUIET)
     assert changed == [], ("slide types out of date in " + ", ".join(p.name for p in changed)

@@ -15,17 +15,22 @@ It writes three things, all derived from the notebooks themselves:
 
    Navigation cells are markdown cells marked by the cell metadata key
    ``"cnnlib_nav"`` (``"top"`` or ``"bottom"``). They are replaced on every
-   run, wherever they are; nothing else in a notebook is edited: code cells
-   and outputs stay as they are.
+   run, wherever they are; nothing else in a notebook is edited but the
+   slide types (4.): code cells and outputs stay as they are.
 2. ``notebooks/00_contents.ipynb``: a markdown-only notebook with the series
    title, a short introduction and the numbered list of notebooks, each with
    its overview line.
 3. The contents table in ``README.md``, between the lines
    ``<!-- contents:start -->`` and ``<!-- contents:end -->``.
+4. The slide type of every cell of the numbered notebooks
+   (``metadata.slideshow.slide_type``, for RISE live slides), from
+   tools/make_slides.py, so navigation and slides never disagree.
 
 A notebook's *title* is the first ``# `` heading in its first markdown cell
-(navigation cells aside); its *overview* is the first paragraph after that
-heading, shortened to about 200 characters at a sentence or word boundary.
+(navigation cells aside); its *overview* is the sentence in its notebook
+metadata ``cnnlib.summary`` (what the notebook covers, written for the
+contents), or else the first paragraph after that heading, shortened to about
+200 characters at a sentence or word boundary.
 
 Every file is written the way JupyterLab saves notebooks (nbformat 4.5,
 1-space JSON indentation, sorted keys, final newline) and only when its text
@@ -185,7 +190,9 @@ def notebook_info(path):
     path = Path(path)
     number = path.name[:2]
     fallback = path.stem[3:].replace("_", " ").capitalize()
-    title, overview = title_and_overview(read_notebook(path), fallback)
+    nb = read_notebook(path)
+    title, overview = title_and_overview(nb, fallback)
+    overview = nb.metadata.get("cnnlib", {}).get("summary", overview)
     return {"path": path, "name": path.name, "number": number, "title": title, "overview": overview}
 
 
@@ -313,6 +320,8 @@ def plan(root=ROOT):
     Pure: reads, writes nothing. The README is included only if it exists and
     has both markers.
     """
+    import make_slides  # here, not at the top: make_slides imports this module
+
     root = Path(root)
     nbdir = root / NOTEBOOK_DIR
     paths = series_notebooks(nbdir)
@@ -321,8 +330,8 @@ def plan(root=ROOT):
     for k, info in enumerate(infos):
         prev = infos[k - 1] if k > 0 else None
         nxt = infos[k + 1] if k + 1 < len(infos) else None
-        nb = read_notebook(info["path"])
-        result[info["path"]] = notebook_text(with_nav(nb, nav_markdown(prev, nxt)))
+        nb = with_nav(read_notebook(info["path"]), nav_markdown(prev, nxt))
+        result[info["path"]] = notebook_text(make_slides.with_slides(nb))
     result[nbdir / CONTENTS_NAME] = notebook_text(contents_notebook(infos))
     readme = root / "README.md"
     if readme.is_file():

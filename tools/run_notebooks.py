@@ -19,7 +19,8 @@ What it does, in order:
    a per-cell time limit. Outputs and execution counts are cleared first, as
    in *Restart Kernel and Run All Cells*. Notebooks without code cells (the
    contents) are left alone.
-3. Writes each notebook that ran without error back in place: no per-cell
+3. Writes each notebook that ran without error back in place, with the slide
+   types of tools/make_slides.py derived from its new outputs: no per-cell
    timestamps, no widget state, kernelspec ``python3``, nbformat 4.5 JSON with
    1-space indentation and a final newline, exactly as JupyterLab saves it,
    so re-running an unchanged notebook leaves the file unchanged. A notebook
@@ -44,6 +45,7 @@ from traitlets import default
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_nav  # noqa: E402  (a sibling script, not a package)
+import make_slides  # noqa: E402
 
 DEFAULT_TIMEOUT = 300
 
@@ -158,6 +160,14 @@ def _error_summary(exc):
     return ANSI.sub("", text).strip()
 
 
+def stored_text(path, nb):
+    """The file text of an executed notebook. Slide types depend on the height of the
+    outputs (tools/make_slides.py), so those of a numbered notebook are derived again."""
+    if make_nav.NUMBERED.match(Path(path).name) and Path(path).name != make_nav.CONTENTS_NAME:
+        nb = make_slides.with_slides(nb)
+    return make_nav.notebook_text(nb)
+
+
 def run(paths, timeout=DEFAULT_TIMEOUT, write_failed=False, out=None):
     """Execute and write back ``paths``; returns a list of (path, status, seconds, note)."""
     out = out or sys.stdout
@@ -177,7 +187,7 @@ def run(paths, timeout=DEFAULT_TIMEOUT, write_failed=False, out=None):
             seconds = time.perf_counter() - start
             note = _error_summary(exc)
             if write_failed:
-                make_nav.write_text(path, make_nav.notebook_text(nb))
+                make_nav.write_text(path, stored_text(path, nb))
                 note += " (partial run written)"
             else:
                 note += " (file left unchanged)"
@@ -185,7 +195,7 @@ def run(paths, timeout=DEFAULT_TIMEOUT, write_failed=False, out=None):
             print(f"{path.name}: FAILED after {seconds:.1f} s: {note}", file=out, flush=True)
             continue
         seconds = time.perf_counter() - start
-        written = make_nav.write_text(path, make_nav.notebook_text(nb))
+        written = make_nav.write_text(path, stored_text(path, nb))
         note = "file updated" if written else "file unchanged"
         results.append((path, "ok", seconds, note))
         print(f"{path.name}: ok in {seconds:.1f} s, {note}", file=out, flush=True)
