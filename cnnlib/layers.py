@@ -334,10 +334,12 @@ class _BatchNorm(Layer):
     normalise with the running statistics. Note ``momentum=0.9`` here equals
     PyTorch's ``momentum=0.1``.
 
-    Every statistic is a sum over the batch, taken by ``_total``. When
-    cnnlib.parallel splits a batch over threads it sets ``add_parts`` to a
-    function that adds the other parts' sums, so each part normalises with
-    the statistics of the whole batch (synchronised batch norm).
+    Every statistic is a sum over the batch. When cnnlib.parallel splits a
+    batch over threads it sets ``gather_parts`` to a function that gives every
+    part the arrays of all parts (an all-gather between threads), so each part
+    normalises with the statistics of the whole batch (synchronised batch
+    norm). Each pass makes one such exchange: the parts wait for each other
+    at every one.
     """
 
     axes = None
@@ -356,7 +358,7 @@ class _BatchNorm(Layer):
         self.params["beta"] = np.zeros(self.channels, dtype=dtype)
         self.buffers = {"running_mean": np.zeros(self.channels, dtype=dtype),
                         "running_var": np.ones(self.channels, dtype=dtype)}
-        self.add_parts = None
+        self.gather_parts = None
 
     def __repr__(self):
         return f"{type(self).__name__}({self.channels})"
@@ -364,9 +366,19 @@ class _BatchNorm(Layer):
     def _shape(self, v):
         return v.reshape((1, -1) + (1,) * (len(self.axes) - 1))
 
-    def _total(self, v):
-        """v, a sum over this batch: over the whole batch if it was split (see above)."""
-        return v if self.add_parts is None else self.add_parts(v)
+    def _whole_batch(self, m, mean, squares):
+        """A split batch: this part's count m, mean and sum of squared deviations
+        per channel -> the whole batch's (m, mean, variance) and the shift that
+        re-centres this part's x - mean on the whole batch's mean. One exchange;
+        the parts are combined in float64 as in Chan et al.'s parallel variance:
+        squares_total = sum of (squares_part + m_part * (mean_part - mean)**2)."""
+        part = np.concatenate(([m], mean, squares)).astype(np.float64)
+        counts, means, squares = np.split(np.array(self.gather_parts(part)), [1, 1 + self.channels], axis=1)
+        m_all = counts.sum()
+        mean_all = (counts * means).sum(axis=0) / m_all
+        var = (squares + counts * (means - mean_all) ** 2).sum(axis=0) / m_all
+        dtype = mean.dtype
+        return int(m_all), mean_all.astype(dtype), var.astype(dtype), (mean - mean_all).astype(dtype)
 
     def forward(self, x, training=True):
         self.cache = None                # free the last step's buffers before making new ones
@@ -376,10 +388,14 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__}: expected {expected_ndim}-D input with "
                              f"{self.channels} channels on axis 1, got shape {x.shape}")
         if training:
-            m = int(self._total(np.array(x.size // self.channels)))   # values per channel
-            mean = self._total(x.sum(axis=self.axes)) / m
+            m = x.size // self.channels                               # values per channel
+            mean = x.sum(axis=self.axes) / m
             centred = x - self._shape(mean)
-            var = self._total((centred * centred).sum(axis=self.axes)) / m
+            squares = (centred * centred).sum(axis=self.axes)
+            var = squares / m
+            if self.gather_parts is not None:                         # a split batch (see above)
+                m, mean, var, shift = self._whole_batch(m, mean, squares)
+                centred += self._shape(shift)
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= self.momentum
             rm += (1 - self.momentum) * mean
@@ -403,8 +419,10 @@ class _BatchNorm(Layer):
         dxhat = dout * self._shape(self.params["gamma"])
         # d/dx of (x - mean) / std, with mean and std depending on x too (notebook 08):
         # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std, means over the batch
-        mean_dxhat = self._total(dxhat.sum(axis=self.axes)) / m
-        mean_dxhat_xhat = self._total((dxhat * xhat).sum(axis=self.axes)) / m
+        sums = dxhat.sum(axis=self.axes), (dxhat * xhat).sum(axis=self.axes)
+        if self.gather_parts is not None:                 # a split batch: both sums in one exchange
+            sums = np.split(sum(self.gather_parts(np.concatenate(sums))), 2)
+        mean_dxhat, mean_dxhat_xhat = sums[0] / m, sums[1] / m
         dx = xhat * self._shape(mean_dxhat_xhat)   # the same formula, in place: fewer arrays to write
         np.subtract(dxhat, dx, out=dx)
         dx -= self._shape(mean_dxhat)

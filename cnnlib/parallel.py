@@ -22,10 +22,11 @@ each starting two BLAS threads would fight over two cores.
 Most layers treat each sample on its own in training and say so
 (``layer.per_sample``). Two kinds do not, and are split all the same:
 
-* batch norm (its statistics are over the whole batch): each part adds the
-  other parts' sums through the layer's ``add_parts`` hook, so every part
-  normalises with the statistics of the whole batch, as synchronised batch
-  norm does; the result equals train_step's up to float rounding;
+* batch norm (its statistics are over the whole batch): the parts exchange
+  their sums through the layer's ``gather_parts`` hook, once per pass, so
+  every part normalises with the statistics of the whole batch, as
+  synchronised batch norm does; the result equals train_step's up to float
+  rounding;
 * dropout (one random stream): each part draws its masks from its own
   generator, seeded from the layer's ``rng``, so a run is reproducible from
   the seed (the masks differ from an unsplit step's, their distribution not).
@@ -127,17 +128,17 @@ class ParallelStep:
     @staticmethod
     def _split_layers(nets):
         """Connect the parts' copies of every layer that is not per-sample:
-        batch norm through an _Adder, dropout through generators of its own.
-        Returns the adders (to break their barriers if a part fails)."""
-        adders = []
+        batch norm through a _Gather, dropout through generators of its own.
+        Returns the gathers (to break their barriers if a part fails)."""
+        gathers = []
         for position, layer in enumerate(nets[0].layers):
             if layer.per_sample:
                 continue
-            if hasattr(layer, "add_parts"):
-                adder = _Adder(len(nets))
-                adders.append(adder)
+            if hasattr(layer, "gather_parts"):
+                gather = _Gather(len(nets))
+                gathers.append(gather)
                 for part, net in enumerate(nets):
-                    net.layers[position].add_parts = adder.for_part(part)
+                    net.layers[position].gather_parts = gather.for_part(part)
             elif isinstance(getattr(layer, "rng", None), np.random.Generator):
                 seeds = layer.rng.integers(2**63, size=len(nets) - 1)   # drawn in a fixed order
                 for net, seed in zip(nets[1:], seeds):
@@ -146,10 +147,10 @@ class ParallelStep:
                 raise ValueError(f"ParallelStep: {layer!r} does not treat each sample on its own "
                                  "in training and offers no way to split it; train this network "
                                  "with cnnlib.train.train_step")
-        return adders
+        return gathers
 
     @staticmethod
-    def _run(net, loss_fn, xb, yb, share, adders):
+    def _run(net, loss_fn, xb, yb, share, gathers):
         try:
             logits = net.forward(xb, training=True)
             loss = loss_fn.forward(logits, yb)
@@ -158,8 +159,8 @@ class ParallelStep:
             dlogits = loss_fn.backward()
             net.backward(dlogits * dlogits.dtype.type(share))
         except BaseException:
-            for adder in adders:                  # no part may wait for this one forever
-                adder.barrier.abort()
+            for gather in gathers:                  # no part may wait for this one forever
+                gather.barrier.abort()
             raise
         return loss, int((logits.argmax(axis=1) == yb).sum())
 
@@ -173,14 +174,14 @@ class ParallelStep:
         parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
         shares = [(b - a) / len(xb) for a, b in zip(bounds, bounds[1:])]
         nets = [net] + [self._replica(net) for _ in parts[1:]]
-        adders = self._split_layers(nets)
+        gathers = self._split_layers(nets)
         self._limit_blas()
         try:
             loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
             jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
-                                      shares[i], adders) for i in range(1, k)]
+                                      shares[i], gathers) for i in range(1, k)]
             try:
-                results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], adders)]
+                results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], gathers)]
             except threading.BrokenBarrierError:
                 wait(jobs)                    # another part failed first: raise its error
                 for job in jobs:
@@ -192,8 +193,8 @@ class ParallelStep:
             results += [job.result() for job in jobs]     # re-raises a part's error
         finally:
             for layer in net.layers:              # the original is plain again
-                if hasattr(layer, "add_parts"):
-                    layer.add_parts = None
+                if hasattr(layer, "gather_parts"):
+                    layer.gather_parts = None
         loss = sum(share * result[0] for share, result in zip(shares, results))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss is {loss}; the weights were not updated "
@@ -206,22 +207,25 @@ class ParallelStep:
         return loss, sum(result[1] for result in results)
 
 
-class _Adder:
-    """Adds one array from each part of a split batch, in part order, and gives
-    every part the total: an all-reduce between threads, with a barrier."""
+class _Gather:
+    """Gives every part of a split batch the arrays of all parts, in part
+    order: an all-gather between threads, with one barrier.
+
+    Calls alternate between two sets of slots: a part can only write the set
+    of call k + 2 after every part has reached call k + 1, and so has finished
+    reading the set of call k."""
 
     def __init__(self, parts):
         self.barrier = threading.Barrier(parts, timeout=600)
-        self.slots = [None] * parts
+        self.slots = [[None] * parts, [None] * parts]
+        self.calls = [0] * parts
 
     def for_part(self, part):
-        return lambda value: self.add(part, value)
+        return lambda value: self.gather(part, value)
 
-    def add(self, part, value):
-        self.slots[part] = value
-        self.barrier.wait()                       # every part has put its sum
-        total = self.slots[0]
-        for other in self.slots[1:]:
-            total = total + other
-        self.barrier.wait()                       # every part has read, slots may be reused
-        return total
+    def gather(self, part, value):
+        slots = self.slots[self.calls[part] % 2]
+        self.calls[part] += 1
+        slots[part] = value
+        self.barrier.wait()                       # every part has put its array
+        return list(slots)

@@ -164,7 +164,43 @@ def test_parallel_batch_norm_equals_whole_batch_batch_norm(threads, batch):
             np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-9, atol=1e-12)
         for k in getattr(a, "buffers", {}):
             np.testing.assert_allclose(b.buffers[k], a.buffers[k], rtol=1e-12, atol=1e-14)
-        assert getattr(b, "add_parts", None) is None                # plain again after the step
+        assert getattr(b, "gather_parts", None) is None                # plain again after the step
+
+
+def test_split_batch_norm_exchanges_once_per_pass(monkeypatch):
+    """Every exchange is a barrier where the parts wait for each other: one
+    per batch-norm layer in the forward pass and one in the backward pass."""
+    calls = []
+    gather = parallel._Gather.gather
+    monkeypatch.setattr(parallel._Gather, "gather",
+                        lambda self, part, value: calls.append(part) or gather(self, part, value))
+    x, y = toy_images(16, 3)
+    net = bn_net()
+    with parallel.ParallelStep(2) as step:
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x.astype(np.float64), y)
+    assert sorted(calls) == [0] * 4 + [1] * 4             # 2 batch-norm layers x (forward, backward)
+
+
+def test_split_batch_norm_is_exact_when_the_mean_dwarfs_the_spread():
+    """The parts' statistics are combined from their own means and squared
+    deviations (Chan et al.), not as sum(x**2) - m * mean**2, which would lose
+    about 1e-4 of the variance here to cancellation."""
+    rng = np.random.default_rng(4)
+    x = 1e6 + rng.normal(0, 1, (12, 3, 4, 4))
+    y = rng.integers(0, 2, 12)
+
+    def net():
+        return nets.Sequential([L.BatchNorm2D(3, dtype=np.float64), L.Flatten(),
+                                L.Dense(48, 2, rng=0, dtype=np.float64)])
+    ref, par = net(), net()
+    train.train_step(ref, losses.SoftmaxCrossEntropy(), optim.SGD(ref, 0.1), x, y)
+    with parallel.ParallelStep(2) as step:
+        step(par, losses.SoftmaxCrossEntropy(), optim.SGD(par, 0.1), x, y)
+    for k in ("running_mean", "running_var"):
+        np.testing.assert_allclose(par.layers[0].buffers[k], ref.layers[0].buffers[k], rtol=1e-10)
+    for a, b in zip(ref.layers, par.layers):
+        for k in a.grads:
+            np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-7)     # x - mean: 1e6 * 1e-16
 
 
 def test_parallel_dropout_is_reproducible_from_the_seed():
@@ -188,7 +224,7 @@ def test_a_failing_part_does_not_hang_the_others():
     y[5] = 9                                           # part 2 fails in the loss, after its batch norm
     with parallel.ParallelStep(2) as step, pytest.raises(ValueError, match="labels must be in"):
         step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
-    assert all(getattr(layer, "add_parts", None) is None for layer in net.layers)
+    assert all(getattr(layer, "gather_parts", None) is None for layer in net.layers)
 
 
 def test_parallel_step_shuts_down_and_says_so():
