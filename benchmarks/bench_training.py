@@ -41,6 +41,9 @@ Images/s is the median over the rounds, with min-max; ratios are taken
 between medians of the same run. GFLOP/s counts the multiply-adds the
 network needs (no first-layer input gradient), and % peak compares them
 with a float32 GEMM (2048^3) measured in the same run with T threads.
+Like ``train.fit``, the run first calls ``cnnlib.fast.keep_freed_memory()``
+(glibc keeps freed memory for the next step instead of faulting in fresh
+pages): it is process-wide, so every library in the table runs with it.
 Peak memory comes from tracemalloc (NumPy reports its allocations to it;
 PyTorch's allocator does not, so there is no PyTorch figure).
 
@@ -247,6 +250,7 @@ def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, wa
     ips (median images/s), ips_min, ips_max, gflops, peak_gflops, pct_peak,
     vs_torch, vs_classic (ratios of medians within the same thread count)."""
     X, y = load_data() if data is None else data
+    fast.keep_freed_memory()                 # as fit does; process-wide, so for every library
     rows = []
     for T in threads:
         peak = measure_gemm_peak(T, n=gemm_n)
@@ -351,6 +355,7 @@ def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=No
     backward (cnnlib's fast path, the fused layer counted as one), plus the
     rest (loss, optimizer, Python). Returns a list of (label, ms)."""
     X, y = load_data() if data is None else data
+    fast.keep_freed_memory()
     net = build_cnnlib(name)
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
     spent = {}

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from .fast import keep_freed_memory
 from .parallel import auto_step
 
 __all__ = ["minibatches", "predict_logits", "predict", "evaluate", "train_step", "fit",
@@ -119,7 +120,9 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     ``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)`` does
     one update. ``"auto"`` (the default) is ``cnnlib.parallel.auto_step()``:
     the batch split over the machine's cores, the same numbers as train_step
-    up to float rounding; pass ``step=train_step`` for the plain step.
+    up to float rounding; pass ``step=train_step`` for the plain step. fit
+    also calls ``cnnlib.fast.keep_freed_memory()``, so that each step reuses
+    the memory of the last instead of faulting in fresh pages.
 
     Faults: data with NaN or inf is refused before any update; a loss that
     becomes inf or NaN stops training with FloatingPointError naming the
@@ -132,6 +135,7 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     if validation:
         _check_xy(*validation)
         _check_finite(validation[0], "the validation images")
+    keep_freed_memory()
     if step == "auto":
         step = auto_step()
         try:
