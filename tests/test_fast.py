@@ -28,9 +28,17 @@ def textbook_and_fused(relu, pool, c=2, f=4, k=3, pad=1, size=7, impl="im2col", 
     return plain, nets.Sequential(fast.fuse_layers(plain.layers))   # shares the weights
 
 
+@pytest.fixture(params=["window patches", "im2col matrix"])
+def fused_cache(request, monkeypatch):
+    """Both things the fused layer can keep for its weight gradient: the window
+    patches (thin im2col matrices, below fast._THIN rows) and the im2col matrix."""
+    monkeypatch.setattr(fast, "_THIN", 10**9 if request.param == "window patches" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("relu,pool", [(True, 2), (False, 2), (True, 3)])
-def test_fused_layer_equals_the_layers_one_by_one(relu, pool, ties):
+def test_fused_layer_equals_the_layers_one_by_one(relu, pool, ties, fused_cache):
     plain, fused = textbook_and_fused(relu, pool)
     assert isinstance(fused.layers[0], fast.FusedConvPool) and len(fused.layers) == 3
     assert fused.layers[0].params is plain.layers[0].params          # the same weights
@@ -71,13 +79,15 @@ def fused_cases(n, seed=0):
 
 @pytest.mark.parametrize("c,f,k,stride,pad,size,h,w,relu", list(fused_cases(20)))
 def test_fused_layer_gradients_check_numerically(c, f, k, stride, pad, size, h, w, relu,
-                                                 record_gradcheck):
+                                                 record_gradcheck, fused_cache):
     rng = np.random.default_rng(c * 100 + h)
     conv = L.Conv2D(c, f, k, stride=stride, pad=pad, rng=rng, dtype=np.float64)
     conv.params["b"] = rng.standard_normal(f)          # keep conv outputs off ReLU's kink
     layer = fast.fuse(conv, L.ReLU() if relu else None, L.MaxPool2D(size))
     errors = gradcheck.check_layer(layer, rng.standard_normal((2, c, h, w)))
     assert set(errors) == {"x", "W", "b"}
+    kept = layer.cache[1].shape[0]              # rows of the matrix kept for the weight gradient
+    assert (kept == c * k * k) == (fused_cache == "im2col matrix") or size == 1
     record_gradcheck(errors)
 
 

@@ -38,6 +38,8 @@ ALLOWED = {
     ("08", "7.3 %"): "VGG-16's published top-5 error (literature)",
     ("08", "3.57 %"): "ResNet's published top-5 error (literature)",
     ("08", "25 %"): "the training error the AlexNet paper reports for CIFAR-10 (literature)",
+    ("10", "4 KiB"): "the page size of x86-64 Linux, a platform constant",
+    ("10", "32 MiB"): "glibc's documented ceiling for its mmap threshold, a constant of the allocator",
 }
 
 
