@@ -465,11 +465,11 @@ def keep_freed_memory():
     """Ask the C library's allocator to keep freed memory for the next arrays.
 
     NumPy takes the memory of every new array from malloc. glibc (Linux)
-    hands large freed blocks back to the operating system, so in the next
-    training step an array of the same size gets fresh pages, which the
-    kernel zero-fills at the first touch: one page fault per 4 KiB. With
-    32-channel convolutions (notebook 08) that is thousands of faults per
-    step. This sets glibc to serve blocks up to 32 MiB from its own heap
+    hands large freed blocks back to the operating system, and trims its
+    heap when much of it is free, so in the next training step arrays of the
+    same size get fresh pages, which the kernel zero-fills at the first
+    touch: a page fault per page. With 32-channel convolutions (notebook 08)
+    that is thousands of faults per step. This sets glibc to serve blocks up to 32 MiB from its own heap
     and to keep up to 1 GiB of freed heap, so a step reuses the pages of the
     last one. Process-wide and lasting: the process stays at its peak
     memory instead of shrinking between steps. ``train.fit`` calls it.
