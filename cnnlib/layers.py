@@ -288,7 +288,9 @@ class Dense(Layer):
         x = self._cached()
         self.grads["W"] = x.T @ dout
         self.grads["b"] = dout.sum(axis=0)
-        return dout @ self.params["W"].T
+        # dx = dout @ W.T, computed as (W @ dout.T).T: the same numbers, laid out with
+        # the batch last in memory, as the fast layers keep activations (notebook 10)
+        return (self.params["W"] @ dout.T).T
 
 
 class Dropout(Layer):
