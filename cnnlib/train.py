@@ -135,7 +135,6 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     if validation:
         _check_xy(*validation)
         _check_finite(validation[0], "the validation images")
-    keep_freed_memory()
     if step == "auto":
         step = auto_step()
         try:
@@ -143,6 +142,7 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
                        validation=validation, seed=seed, progress=progress, step=step)
         finally:
             getattr(step, "close", lambda: None)()
+    keep_freed_memory()
     rng = np.random.default_rng(seed)
     keys = ["loss", "acc", "batch_loss", "time"] + (["val_loss", "val_acc"] if validation else [])
     history = {k: [] for k in keys}

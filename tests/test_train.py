@@ -35,6 +35,19 @@ def test_fit_learns_and_reports_history(capsys):
     assert printed.out.count("\n") == 3                 # one line per epoch, no per-batch lines
 
 
+def test_fit_keeps_freed_memory_out_of_the_box(monkeypatch):
+    """fit asks the allocator to keep freed memory (cnnlib.fast.keep_freed_memory),
+    whatever step it is given: the page faults it avoids are not the step's business."""
+    calls = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: calls.append(1) or True)
+    x, y = toy_images(40, 0)
+    for step in ("auto", train.train_step):
+        net = small_net()
+        train.fit(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y, batch_size=20,
+                  progress=False, step=step)
+    assert len(calls) == 2
+
+
 def test_fit_is_reproducible_with_a_seed():
     x, y = toy_images(120, 0)
     runs = []
