@@ -252,9 +252,9 @@ def _pool_blocks(xs, kh, kw, stride, size, ph, pw):
                     yield i, j, di, dj, xs[:, r % P, c % P, r // P:r // P + ph, c // P:c // P + pw]
 
 
-# Below this many rows (C * KH * KW) the weight-gradient GEMM of the im2col
-# matrix is thin and slow (SimpleConvNet: 25 rows); the fused layer then
-# keeps the window patches instead (measured: 2.3 -> 1.7 ms per step).
+# Below this many rows (C * KH * KW) the im2col matrix is thin and its GEMMs
+# slow (SimpleConvNet: 25 rows); the fused layer then works on the window
+# patches in both passes instead (measured in notebook 10).
 _THIN = 64
 
 
@@ -274,11 +274,24 @@ def _window_patches(xs, kh, kw, stride, size, ph, pw):
     return patches.reshape(C * eh * ew, -1)
 
 
+def _member_kernels(w, stride, size):
+    """The kernel as seen by each window member: placed in a patch-sized grid
+    of zeros at the member's offset. Rows (f, di, dj), columns (c, r, q)."""
+    F, C, KH, KW = w.shape
+    eh, ew = stride * (size - 1) + KH, stride * (size - 1) + KW
+    wide = np.zeros((F, size, size, C, eh, ew), dtype=w.dtype)
+    for di in range(size):
+        for dj in range(size):
+            wide[:, di, dj, :, stride * di:stride * di + KH, stride * dj:stride * dj + KW] = w
+    return wide.reshape(F * size * size, -1)
+
+
 def _fold_member_kernels(dw_patch, w_shape, stride, size):
-    """Weight gradient from patches: dw_patch[(f, di, dj), (c, r, q)] is the
-    gradient of a kernel as wide as the patch, for window member (di, dj),
-    whose field starts at row stride * di, column stride * dj of the patch.
-    The true kernel's gradient is the sum of the members' fields."""
+    """The adjoint of _member_kernels, for the weight gradient:
+    dw_patch[(f, di, dj), (c, r, q)] is the gradient of a kernel as large as
+    the patch, for window member (di, dj), whose field starts at row
+    stride * di, column stride * dj of the patch. The true kernel's gradient
+    is the sum of the members' fields."""
     F, C, KH, KW = w_shape
     eh, ew = stride * (size - 1) + KH, stride * (size - 1) + KW
     dw_patch = dw_patch.reshape(F, size, size, C, eh, ew)
@@ -312,20 +325,25 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
     F, _, KH, KW = w.shape
     OH, OW = conv_output_size(H, KH, stride, pad), conv_output_size(W, KW, stride, pad)
     PH, PW = conv_output_size(OH, size, size), conv_output_size(OW, size, size)
-    # cols[c, i, j, di, dj, ph, pw, n] = x[n, c, row, col] for kernel offset
-    # (i, j) and member (di, dj) of pooling window (ph, pw): input row
-    # P * ph + stride * di + i, with P = stride * size the distance between
-    # windows (likewise for columns). One block copy per (i, j, di, dj).
     P = stride * size
     xs = _space_to_depth(x, pad, P)
-    cols = np.empty((C, KH, KW, size, size, PH, PW, N), dtype=x.dtype)
-    for i, j, di, dj, block in _pool_blocks(xs, KH, KW, stride, size, PH, PW):
-        cols[:, i, j, di, dj] = block
-    cols = cols.reshape(C * KH * KW, -1)
-    conv = (w.reshape(F, -1) @ cols).reshape(F, size * size, PH * PW * N)
-    if keep_cache and C * KH * KW < _THIN:
-        cols = _window_patches(xs, KH, KW, stride, size, PH, PW)   # a smaller matrix to keep
-    # the size*size members of each window, in row-major order: contiguous blocks
+    if C * KH * KW < _THIN:
+        # A thin im2col matrix (see _THIN): copy each window's input patch once and
+        # multiply it by the kernel placed at every member's offset in the patch.
+        cols = _window_patches(xs, KH, KW, stride, size, PH, PW)
+        conv = _member_kernels(w, stride, size) @ cols                # rows (f, di, dj)
+    else:
+        # cols[c, i, j, di, dj, ph, pw, n] = x[n, c, row, col] for kernel offset
+        # (i, j) and member (di, dj) of pooling window (ph, pw): input row
+        # P * ph + stride * di + i, with P = stride * size the distance between
+        # windows (likewise for columns). One block copy per (i, j, di, dj).
+        cols = np.empty((C, KH, KW, size, size, PH, PW, N), dtype=x.dtype)
+        for i, j, di, dj, block in _pool_blocks(xs, KH, KW, stride, size, PH, PW):
+            cols[:, i, j, di, dj] = block
+        cols = cols.reshape(C * KH * KW, -1)
+        conv = w.reshape(F, -1) @ cols                                 # columns (di, dj, ph, pw, n)
+    # either way, the size*size members of each window in row-major order: contiguous blocks
+    conv = conv.reshape(F, size * size, PH * PW * N)
     out, wins = _running_max([conv[:, k] for k in range(size * size)], masks=keep_cache)
     out += b[:, None]                    # a filter's bias shifts its whole window: add it after the max
     positive = out > 0 if relu and keep_cache else None
@@ -354,7 +372,7 @@ def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
     if cols.shape[0] == C * KH * KW:
         dconv = dconv.reshape(F, -1)
         dw = (dconv @ cols.T).reshape(w.shape)
-    else:                                                 # the window patches (see _window_patches)
+    else:                                                 # the window patches: _member_kernels, adjoint
         dw = _fold_member_kernels((dconv.reshape(F * size * size, -1) @ cols.T), w.shape, stride, size)
         dconv = dconv.reshape(F, -1)
     if not need_dx:
