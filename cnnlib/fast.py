@@ -253,8 +253,9 @@ def _pool_blocks(xs, kh, kw, stride, size, ph, pw):
 
 
 # Below this many rows (C * KH * KW) the im2col matrix is thin and its GEMMs
-# slow (SimpleConvNet: 25 rows); the fused layer then works on the window
-# patches in both passes instead (measured in notebook 10).
+# slow; the fused layer then works on the window patches in both passes
+# instead. Notebook 10 times SimpleConvNet's 25 rows; with 288 rows (notebook
+# 08's 32 channels, 3x3) the im2col route measured faster.
 _THIN = 64
 
 
@@ -263,7 +264,8 @@ def _window_patches(xs, kh, kw, stride, size, ph, pw):
     at row r, column q of the window's patch: the size x size members of a
     window read overlapping kh x kw fields that together cover one patch of
     (stride * (size - 1) + kh) x (stride * (size - 1) + kw) pixels. For a 5x5
-    kernel and 2x2 pooling: 36 rows instead of the im2col matrix's 100.
+    kernel and 2x2 pooling: 36 rows of PH * PW * N numbers, where the im2col
+    matrix has 25 rows of 4 * PH * PW * N (the four members side by side).
     Returned as a (C * patch rows * patch columns, PH * PW * N) matrix."""
     C, P, N = xs.shape[0], xs.shape[1], xs.shape[-1]
     eh, ew = stride * (size - 1) + kh, stride * (size - 1) + kw
@@ -307,9 +309,10 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
     """Convolution [-> ReLU] -> max-pooling over non-overlapping size x size
     windows, fused. The same numbers as the three layers one after the other.
 
-    The trick is the order of the GEMM's output columns: the size*size members
-    of every pooling window land in size*size separate contiguous blocks, so
-    pooling is an elementwise maximum of whole blocks. ReLU commutes with max
+    The trick is the order of the GEMM's output (its columns; its rows in the
+    window-patch route): the size*size members of every pooling window land
+    in size*size separate contiguous blocks, so pooling is an elementwise
+    maximum of whole blocks. ReLU commutes with max
     (relu(max(v)) == max(relu(v)), also for ties and the gradient), and so does
     adding a filter's bias (max(v + b) == max(v) + b), so both run after
     pooling, on size*size times fewer numbers. Windows that do not fit
@@ -330,8 +333,9 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
     if C * KH * KW < _THIN:
         # A thin im2col matrix (see _THIN): copy each window's input patch once and
         # multiply it by the kernel placed at every member's offset in the patch.
-        cols = _window_patches(xs, KH, KW, stride, size, PH, PW)
-        conv = _member_kernels(w, stride, size) @ cols                # rows (f, di, dj)
+        patches = _window_patches(xs, KH, KW, stride, size, PH, PW)
+        conv = _member_kernels(w, stride, size) @ patches             # rows (f, di, dj)
+        kept = patches
     else:
         # cols[c, i, j, di, dj, ph, pw, n] = x[n, c, row, col] for kernel offset
         # (i, j) and member (di, dj) of pooling window (ph, pw): input row
@@ -342,6 +346,7 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
             cols[:, i, j, di, dj] = block
         cols = cols.reshape(C * KH * KW, -1)
         conv = w.reshape(F, -1) @ cols                                 # columns (di, dj, ph, pw, n)
+        kept = cols
     # either way, the size*size members of each window in row-major order: contiguous blocks
     conv = conv.reshape(F, size * size, PH * PW * N)
     out, wins = _running_max([conv[:, k] for k in range(size * size)], masks=keep_cache)
@@ -349,14 +354,14 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
     positive = out > 0 if relu and keep_cache else None
     if relu:
         np.maximum(out, 0, out=out)
-    cache = (x.shape, cols, w, stride, pad, size, wins, positive) if keep_cache else None
+    cache = (x.shape, kept, w, stride, pad, size, wins, positive) if keep_cache else None
     return _as_images(out.reshape(F, PH, PW, N)), cache
 
 
 def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
     """Gradients of conv2d_relu_maxpool2d_forward_fast: dout (N, F, PH, PW),
     any memory order -> (dx (N, C, H, W) or None, dw, db)."""
-    (N, C, H, W), cols, w, stride, pad, size, wins, positive = cache
+    (N, C, H, W), kept, w, stride, pad, size, wins, positive = cache
     F, _, KH, KW = w.shape
     PH, PW = dout.shape[2:]
     dout_t = dout.transpose(1, 2, 3, 0)                   # (F, PH, PW, N) view
@@ -369,14 +374,15 @@ def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
     db = g.sum(axis=1)
     dconv = np.empty((F, size * size, g.shape[1]), dtype=g.dtype)
     _running_max_backward(g, wins, [dconv[:, k] for k in range(size * size)], overlap=False)
-    if cols.shape[0] == C * KH * KW:
+    if kept.shape[0] == C * KH * KW:                      # the im2col matrix
         dconv = dconv.reshape(F, -1)
-        dw = (dconv @ cols.T).reshape(w.shape)
+        dw = (dconv @ kept.T).reshape(w.shape)
     else:                                                 # the window patches: _member_kernels, adjoint
-        dw = _fold_member_kernels((dconv.reshape(F * size * size, -1) @ cols.T), w.shape, stride, size)
+        dw = _fold_member_kernels((dconv.reshape(F * size * size, -1) @ kept.T), w.shape, stride, size)
         dconv = dconv.reshape(F, -1)
     if not need_dx:
         return None, dw, db
+    # The input gradient takes the im2col way in both routes: dcols, scattered back.
     dcols = (w.reshape(F, -1).T @ dconv).reshape(C, KH, KW, size, size, PH, PW, N)
     P = stride * size
     dxs = np.zeros(_space_to_depth_shape((N, C, H, W), pad, P), dtype=dcols.dtype)
