@@ -47,6 +47,11 @@ pages): it is process-wide, so every library in the table runs with it.
 Peak memory comes from tracemalloc (NumPy reports its allocations to it;
 PyTorch's allocator does not, so there is no PyTorch figure).
 
+``--profile`` adds cnnlib's per-layer times (``profile_layers``) and, when
+the thread counts include 2, where the time of a step split over two cores
+goes (``profile_split``: sharing memory and caches, the GIL, the split step's
+own overhead).
+
 Notebook 06 can import this file: ``run_benchmarks(...)`` returns the rows
 as dicts, ``format_table(rows)`` and ``plot(rows, path)`` present them.
 """
@@ -391,6 +396,157 @@ def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=No
     return result
 
 
+# ------------------------------------------------- where a split step goes ---
+def _half_stepper(name, X, y, batch, seed=0):
+    """train_step on a network of its own, cycling through X in batches."""
+    net = build_cnnlib(name, seed=seed)
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
+    n_batches = len(X) // batch
+    counter = [0]
+
+    def step():
+        k = counter[0] % n_batches
+        counter[0] += 1
+        train.train_step(net, loss_fn, opt, X[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
+    return step
+
+
+def _twin_process_main(name, batch):
+    """A child process: half-batch steps on one BLAS thread, for ever (the
+    parent pauses, resumes and ends it with signals)."""
+    fast.keep_freed_memory()
+    X, y = load_data()
+    step = _half_stepper(name, X, y, batch, seed=1)
+    with _Threads(1):
+        for _ in range(3):
+            step()
+        print("ready", flush=True)
+        while True:
+            step()
+
+
+class _TwinThread:
+    """Half-batch steps on a network of its own in a second thread, while resumed."""
+
+    def __init__(self, name, X, y, batch):
+        import threading
+        self.step, self.run, self.stop = _half_stepper(name, X, y, batch, seed=1), \
+            threading.Event(), False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while self.run.wait() and not self.stop:
+            self.step()
+
+    def close(self):
+        self.stop = True
+        self.run.set()
+        self.thread.join()
+
+
+def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None):
+    """Where the time of a step split over two cores goes (ParallelStep(2),
+    what fit uses there). Milliseconds per step, medians over interleaved rounds:
+
+    * whole: train_step on the whole batch, one thread, the other core idle;
+    * half: train_step on half the batch, the other core idle;
+    * half + process: the same while another process trains its own network on
+      another half batch (they share memory bandwidth and caches);
+    * half + thread: the same with a thread of this process instead (they also
+      share the GIL: Python between NumPy calls runs one thread at a time);
+    * split: ParallelStep(2) on the whole batch (+ splitting, waiting for the
+      slower part, summing the gradients, the update).
+
+    The twin process is paused with SIGSTOP between its rounds, so this needs
+    a POSIX system; elsewhere that row is NaN.
+    """
+    import signal
+    import subprocess
+    X, y = load_data() if data is None else data
+    fast.keep_freed_memory()
+    half = batch // 2
+    whole_step, half_step = _half_stepper(name, X, y, batch), _half_stepper(name, X, y, half)
+    net = build_cnnlib(name)
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
+    split = parallel.ParallelStep(2)
+    n_batches = len(X) // batch
+    counter = [0]
+
+    def split_step():
+        k = counter[0] % n_batches
+        counter[0] += 1
+        split(net, loss_fn, opt, X[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
+
+    twin = _TwinThread(name, X, y, half)
+    child = None
+    if hasattr(signal, "SIGSTOP"):
+        child = subprocess.Popen([sys.executable, __file__, "--twin-process", name, str(half)],
+                                 stdout=subprocess.PIPE, text=True)
+        if child.stdout.readline().strip() != "ready":          # it has warmed up
+            child.kill()
+            raise RuntimeError(f"profile_split: the twin process ended early (exit {child.wait()})")
+        child.send_signal(signal.SIGSTOP)
+    times = {k: [] for k in ("whole", "half", "half + process", "half + thread", "split")}
+
+    def timed(key, step):
+        for _ in range(2):
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times[key].append(1e3 * (time.perf_counter() - start) / steps)
+
+    try:
+        with _Threads(1):
+            gc.collect()
+            gc.disable()
+            keys = list(times)
+            for r in range(rounds):
+                for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                    if key == "half + process":
+                        if child is None:
+                            continue
+                        child.send_signal(signal.SIGCONT)
+                        time.sleep(0.05)
+                        timed(key, half_step)
+                        child.send_signal(signal.SIGSTOP)
+                    elif key == "half + thread":
+                        twin.run.set()
+                        time.sleep(0.01)
+                        timed(key, half_step)
+                        twin.run.clear()
+                    else:
+                        timed(key, {"whole": whole_step, "half": half_step, "split": split_step}[key])
+            gc.enable()
+    finally:
+        twin.close()
+        split.close()
+        if child is not None:
+            child.kill()
+            child.wait()
+    return {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
+
+
+def format_split(name, ms, batch=100):
+    half = batch // 2
+    rows = [(f"one thread, whole batch of {batch}, other core idle", ms["whole"], None, ""),
+            (f"one thread, half batch of {half}, other core idle", ms["half"], None, ""),
+            ("half batch, a twin process on the other core", ms["half + process"],
+             ms["half + process"] - ms["half"], "memory bandwidth, caches"),
+            ("half batch, a twin thread on the other core", ms["half + thread"],
+             ms["half + thread"] - ms["half + process"], "the GIL"),
+            ("ParallelStep(2), whole batch", ms["split"], ms["split"] - ms["half + thread"],
+             "split, wait for the slower part, sum, update")]
+    lines = [f"where a step split over 2 cores goes: {name}, batch {batch} = 2 x {half}, "
+             "one BLAS thread per part, ms per step (medians):"]
+    for label, value, extra, why in rows:
+        lines.append(f"  {label:<50} {value:7.2f}" + (f"  {extra:+6.2f}  {why}" if extra is not None else ""))
+    lines.append(f"  2 cores / 1 core: {ms['whole'] / ms['split']:.2f}x "
+                 f"(with nothing shared or serial: {ms['whole'] / ms['half']:.2f}x)")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------- output ---
 def format_table(rows):
     lines = [f"{'network':<14} {'implementation':<20} {'T':>1} {'batch':>5} "
@@ -488,7 +644,10 @@ def main(argv=None):
     ap.add_argument("--plot", metavar="PNG", help="save a bar chart")
     ap.add_argument("--profile", action="store_true", help="per-layer time of cnnlib's SimpleConvNet")
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc measurements")
+    ap.add_argument("--twin-process", nargs=2, help=argparse.SUPPRESS)     # used by profile_split
     args = ap.parse_args(argv)
+    if args.twin_process:
+        _twin_process_main(args.twin_process[0], int(args.twin_process[1]))
     if threadpool_limits is None:
         print("note: threadpoolctl is not installed; BLAS threads are not controlled")
     if args.quick:                   # rough numbers in well under 30 s (notebook 06 may run this)
@@ -518,6 +677,12 @@ def main(argv=None):
                   f"{T} BLAS thread(s), ms:")
             for label, ms in profile_layers(threads=T, steps=10 if args.quick else 40, data=data):
                 print(f"  {label:<70} {ms:6.2f}")
+        if max(args.threads) >= 2:
+            for name in args.nets:
+                ms = profile_split(name, steps=5 if args.quick else (30 if name != "deep CNN" else 8),
+                                   rounds=3 if args.quick else 5, data=data)
+                print()
+                print(format_split(name, ms))
     if args.plot:
         print(f"\nplot saved to {plot(rows, args.plot)}")
     print(f"\n({time.perf_counter() - start:.0f} s)")

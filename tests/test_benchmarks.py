@@ -79,3 +79,14 @@ def test_memory_and_profile_helpers_run():
     assert "MiB" in bench.format_memory(rows)
     profile = dict(bench.profile_layers(steps=1, batch=10, data=data))
     assert profile["total"] > 0 and any(k.startswith("backward FusedConvPool(Conv2D") for k in profile)
+
+
+def test_profile_split_runs_every_row_and_formats_them():
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    ms = bench.profile_split("8-filter net", batch=10, steps=1, rounds=1, data=data)
+    assert set(ms) == {"whole", "half", "half + process", "half + thread", "split"}
+    rows = [ms[k] for k in ms if not (k == "half + process" and sys.platform == "win32")]
+    assert all(0 < v < 10_000 for v in rows)
+    text = bench.format_split("8-filter net", ms, batch=10)
+    assert "the GIL" in text and "2 cores / 1 core" in text
