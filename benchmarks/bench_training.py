@@ -37,6 +37,11 @@ limited to T threads; every implementation takes a few warm-up steps; then
 implementation in turn (the order rotates every round), with a pause of
 ``--pause`` seconds whenever the library changes (idle worker threads of the
 library that ran last keep spinning for a while and slow the next one).
+Every turn starts with a tenth of a second of untimed steps, so each library
+is timed in the steady state of a training loop: after its threads have
+slept, Linux may wake a split step's second thread on the first one's core,
+and it takes a few steps (tens of milliseconds) to move it; a training loop
+meets that once, not every ten steps.
 Images/s is the median over the rounds, with min-max; ratios are taken
 between medians of the same run. GFLOP/s counts the multiply-adds the
 network needs (no first-layer input gradient), and % peak compares them
@@ -249,7 +254,7 @@ def load_data():
 
 def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, warmup=3,
                    batch=100, loops_batch=10, loops_steps=1, pause=0.5, gemm_n=2048, data=None,
-                   progress=None):
+                   progress=None, settle_seconds=0.1):
     """Time every (network, implementation, thread count); returns a list of
     row dicts: net, impl, threads, batch, steps (timed, in total),
     ips (median images/s), ips_min, ips_max, gflops, peak_gflops, pct_peak,
@@ -285,6 +290,11 @@ def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, wa
                             time.sleep(pause)
                         last_lib = _library(impl)
                         n = loops_steps if impl == "loops" else steps
+                        if impl != "loops":       # untimed: back to the steady state (see docstring)
+                            settle = time.perf_counter() + settle_seconds
+                            while time.perf_counter() < settle:
+                                step(counters[impl])
+                                counters[impl] += 1
                         start = time.perf_counter()
                         for _ in range(n):
                             step(counters[impl])
