@@ -61,6 +61,7 @@ Notebook 06 can import this file: ``run_benchmarks(...)`` returns the rows
 as dicts, ``format_table(rows)`` and ``plot(rows, path)`` present them.
 """
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -201,7 +202,21 @@ def make_stepper(impl, name, X, y, batch, threads):
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
     # "cnnlib default": what fit does out of the box on a machine with `threads` cores
     step_fn = parallel.auto_step(cores=threads) if impl == "cnnlib default" else train.train_step
-    return lambda k: step_fn(net, loss_fn, opt, *batch_of(k))
+
+    def step(k):
+        step_fn(net, loss_fn, opt, *batch_of(k))
+    step.close = getattr(step_fn, "close", lambda: None)      # a ParallelStep: threads, BLAS limit
+    return step
+
+
+def _blas_for_turn(impl, threads):
+    """The BLAS thread limit for one implementation's warm-up or turn. A
+    ParallelStep ("cnnlib default") limits BLAS to one thread per call from
+    its first step until it is closed, process-wide; every other NumPy row
+    sets its own limit for each of its turns, so it runs with T threads."""
+    if impl == "cnnlib default" or threadpool_limits is None:
+        return contextlib.nullcontext()
+    return threadpool_limits(threads, user_api="blas")
 
 
 class _Threads:
@@ -277,9 +292,10 @@ def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, wa
                 rates = {impl: [] for impl in steppers}
                 counters = {impl: 0 for impl in steppers}
                 for impl, (step, _) in steppers.items():      # warm-up (loops: nothing to warm)
-                    for _ in range(0 if impl == "loops" else warmup):
-                        step(counters[impl])
-                        counters[impl] += 1
+                    with _blas_for_turn(impl, T):
+                        for _ in range(0 if impl == "loops" else warmup):
+                            step(counters[impl])
+                            counters[impl] += 1
                 order, last_lib = list(steppers), None
                 gc.collect()
                 gc.disable()                  # no collector pauses inside the timed rounds
@@ -290,17 +306,20 @@ def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, wa
                             time.sleep(pause)
                         last_lib = _library(impl)
                         n = loops_steps if impl == "loops" else steps
-                        if impl != "loops":       # untimed: back to the steady state (see docstring)
-                            settle = time.perf_counter() + settle_seconds
-                            while time.perf_counter() < settle:
+                        with _blas_for_turn(impl, T):
+                            if impl != "loops":   # untimed: back to the steady state (see docstring)
+                                settle = time.perf_counter() + settle_seconds
+                                while time.perf_counter() < settle:
+                                    step(counters[impl])
+                                    counters[impl] += 1
+                            start = time.perf_counter()
+                            for _ in range(n):
                                 step(counters[impl])
                                 counters[impl] += 1
-                        start = time.perf_counter()
-                        for _ in range(n):
-                            step(counters[impl])
-                            counters[impl] += 1
-                        rates[impl].append(n * b / (time.perf_counter() - start))
+                            rates[impl].append(n * b / (time.perf_counter() - start))
                 gc.enable()
+                for step, _ in steppers.values():
+                    getattr(step, "close", lambda: None)()
                 if last_lib == "torch":
                     time.sleep(pause)
             med = {impl: statistics.median(v) for impl, v in rates.items()}

@@ -70,6 +70,25 @@ def test_run_benchmarks_returns_rows_and_plots(tmp_path):
     assert bench.plot(rows, tmp_path / "speed.png").stat().st_size > 1000
 
 
+def test_every_numpy_row_runs_with_its_own_blas_thread_count(monkeypatch):
+    # ParallelStep ("cnnlib default") limits BLAS to one thread per call from its first
+    # step until it is closed; the "cnnlib" row of the same thread count must still
+    # run with T BLAS threads, in its warm-up and in every turn.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen, plain_step = [], bench.train.train_step
+
+    def recording_step(*args):
+        seen.append({i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})
+        return plain_step(*args)
+
+    monkeypatch.setattr(bench.train, "train_step", recording_step)
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    bench.run_benchmarks(("8-filter net",), ("cnnlib default", "cnnlib"), threads=(2,), steps=2, reps=3,
+                         warmup=2, batch=10, pause=0, gemm_n=64, data=data, settle_seconds=0)
+    assert len(seen) == 2 + 3 * 2 and all(counts == {2} for counts in seen), seen
+
+
 def test_memory_and_profile_helpers_run():
     rng = np.random.default_rng(0)
     data = rng.random((60, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 60)
