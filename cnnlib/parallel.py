@@ -55,9 +55,10 @@ def usable_cores():
 def auto_step(cores=None):
     """The training step ``cnnlib.train.fit`` uses by default: on two or more
     cores a ParallelStep with one thread per core (one BLAS thread each), else
-    the plain train_step. Measured on 2 cores (benchmarks/README.md), the
-    split batch was the fastest choice that stays fast when another program
-    takes a core: several BLAS threads per step slow down badly then."""
+    the plain train_step. Measured on 2 cores (README.md, Performance), the
+    split batch was the fastest choice on idle cores and lost least when
+    another program took a core; several BLAS threads per step slowed down
+    badly then (one thread on one core was faster still)."""
     from .train import train_step  # train imports this module
     cores = usable_cores() if cores is None else cores
     return ParallelStep(cores) if cores >= 2 else train_step
