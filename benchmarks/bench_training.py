@@ -65,8 +65,11 @@ import contextlib
 import gc
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -458,9 +461,8 @@ class _TwinThread:
     """Half-batch steps on a network of its own in a second thread, while resumed."""
 
     def __init__(self, name, X, y, batch):
-        import threading
-        self.step, self.run, self.stop = _half_stepper(name, X, y, batch, seed=1), \
-            threading.Event(), False
+        self.step = _half_stepper(name, X, y, batch, seed=1)
+        self.run, self.stop = threading.Event(), False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -490,8 +492,6 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     The twin process is paused with SIGSTOP between its rounds, so this needs
     a POSIX system; elsewhere that row is NaN.
     """
-    import signal
-    import subprocess
     X, y = load_data() if data is None else data
     fast.keep_freed_memory()
     half = batch // 2
