@@ -63,6 +63,7 @@ as dicts, ``format_table(rows)`` and ``plot(rows, path)`` present them.
 import argparse
 import contextlib
 import gc
+import itertools
 import os
 import platform
 import signal
@@ -429,17 +430,13 @@ def profile_layers(name="SimpleConvNet", threads=1, steps=30, batch=100, data=No
 
 
 # ------------------------------------------------- where a split step goes ---
-def _half_stepper(name, X, y, batch, seed=0):
-    """train_step on a network of its own, cycling through X in batches."""
-    net = build_cnnlib(name, seed=seed)
-    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
-    n_batches = len(X) // batch
-    counter = [0]
+def _stepper(impl, name, X, y, batch, threads):
+    """make_stepper's step(k) as a step() that trains on the next batch at each call."""
+    step_k, batches = make_stepper(impl, name, X, y, batch, threads), itertools.count()
 
     def step():
-        k = counter[0] % n_batches
-        counter[0] += 1
-        train.train_step(net, loss_fn, opt, X[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
+        step_k(next(batches))
+    step.close = step_k.close
     return step
 
 
@@ -448,7 +445,7 @@ def _twin_process_main(name, batch):
     parent pauses, resumes and ends it with signals)."""
     fast.keep_freed_memory()
     X, y = load_data()
-    step = _half_stepper(name, X, y, batch, seed=1)
+    step = _stepper("cnnlib", name, X, y, batch, 1)
     with _Threads(1):
         for _ in range(3):
             step()
@@ -461,7 +458,7 @@ class _TwinThread:
     """Half-batch steps on a network of its own in a second thread, while resumed."""
 
     def __init__(self, name, X, y, batch):
-        self.step = _half_stepper(name, X, y, batch, seed=1)
+        self.step = _stepper("cnnlib", name, X, y, batch, 1)
         self.run, self.stop = threading.Event(), False
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -495,18 +492,8 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     X, y = load_data() if data is None else data
     fast.keep_freed_memory()
     half = batch // 2
-    whole_step, half_step = _half_stepper(name, X, y, batch), _half_stepper(name, X, y, half)
-    net = build_cnnlib(name)
-    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
-    split = parallel.ParallelStep(2)
-    n_batches = len(X) // batch
-    counter = [0]
-
-    def split_step():
-        k = counter[0] % n_batches
-        counter[0] += 1
-        split(net, loss_fn, opt, X[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
-
+    whole_step, half_step = _stepper("cnnlib", name, X, y, batch, 1), _stepper("cnnlib", name, X, y, half, 1)
+    split_step = _stepper("cnnlib default", name, X, y, batch, 2)        # ParallelStep(2)
     twin = _TwinThread(name, X, y, half)
     child = None
     if hasattr(signal, "SIGSTOP"):
@@ -550,7 +537,7 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
             gc.enable()
     finally:
         twin.close()
-        split.close()
+        split_step.close()
         if child is not None:
             child.kill()
             child.wait()
