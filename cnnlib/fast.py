@@ -260,48 +260,69 @@ _THIN = 64
 
 
 def _window_patches(xs, kh, kw, stride, size, ph, pw):
-    """patches[c, r, q, ph, pw, n] = the input under pooling window (ph, pw)
-    at row r, column q of the window's patch: the size x size members of a
-    window read overlapping kh x kw fields that together cover one patch of
-    (stride * (size - 1) + kh) x (stride * (size - 1) + kw) pixels. For a 5x5
-    kernel and 2x2 pooling: 36 rows of PH * PW * N numbers, where the im2col
-    matrix has 25 rows of 4 * PH * PW * N (the four members side by side).
-    Returned as a (C * patch rows * patch columns, PH * PW * N) matrix."""
+    """patches[r, c, q, ph, pw, n] = the input (channel c) under pooling window
+    (ph, pw) at row r, column q of the window's patch: the size x size members
+    of a window read overlapping kh x kw fields that together cover one patch
+    of (stride * (size - 1) + kh) x (stride * (size - 1) + kw) pixels. For a
+    5x5 kernel and 2x2 pooling: 36 rows of PH * PW * N numbers, where the
+    im2col matrix has 25 rows of 4 * PH * PW * N (the four members side by
+    side). Returned as a (patch rows * C * patch columns, PH * PW * N) matrix;
+    rows ordered (r, c, q), so the pixel rows one row of members reads are a
+    slice."""
     C, P, N = xs.shape[0], xs.shape[1], xs.shape[-1]
     eh, ew = stride * (size - 1) + kh, stride * (size - 1) + kw
-    patches = np.empty((C, eh, ew, ph, pw, N), dtype=xs.dtype)
+    patches = np.empty((eh, C, ew, ph, pw, N), dtype=xs.dtype)
     for r in range(eh):
         for q in range(ew):
-            patches[:, r, q] = xs[:, r % P, q % P, r // P:r // P + ph, q // P:q // P + pw]
-    return patches.reshape(C * eh * ew, -1)
+            patches[r, :, q] = xs[:, r % P, q % P, r // P:r // P + ph, q // P:q // P + pw]
+    return patches.reshape(eh * C * ew, -1)
 
 
 def _member_kernels(w, stride, size):
     """The kernel as seen by each window member: placed in a patch-sized grid
-    of zeros at the member's offset. Rows (f, di, dj), columns (c, r, q)."""
+    of zeros at the member's offset. Rows (di, dj, f), columns (r, c, q) as
+    the rows of _window_patches."""
     F, C, KH, KW = w.shape
     eh, ew = stride * (size - 1) + KH, stride * (size - 1) + KW
-    wide = np.zeros((F, size, size, C, eh, ew), dtype=w.dtype)
+    wide = np.zeros((size, size, F, eh, C, ew), dtype=w.dtype)
     for di in range(size):
         for dj in range(size):
-            wide[:, di, dj, :, stride * di:stride * di + KH, stride * dj:stride * dj + KW] = w
-    return wide.reshape(F * size * size, -1)
+            wide[di, dj, :, stride * di:stride * di + KH, :, stride * dj:stride * dj + KW] = \
+                w.transpose(0, 2, 1, 3)
+    return wide.reshape(size * size * F, -1)
 
 
 def _fold_member_kernels(dw_patch, w_shape, stride, size):
     """The adjoint of _member_kernels, for the weight gradient:
-    dw_patch[(f, di, dj), (c, r, q)] is the gradient of a kernel as large as
+    dw_patch[(di, dj, f), (r, c, q)] is the gradient of a kernel as large as
     the patch, for window member (di, dj), whose field starts at row
     stride * di, column stride * dj of the patch. The true kernel's gradient
     is the sum of the members' fields."""
     F, C, KH, KW = w_shape
     eh, ew = stride * (size - 1) + KH, stride * (size - 1) + KW
-    dw_patch = dw_patch.reshape(F, size, size, C, eh, ew)
-    dw = np.zeros(w_shape, dtype=dw_patch.dtype)
+    dw_patch = dw_patch.reshape(size, size, F, eh, C, ew)
+    dw = np.zeros((F, KH, C, KW), dtype=dw_patch.dtype)
     for di in range(size):
         for dj in range(size):
-            dw += dw_patch[:, di, dj, :, stride * di:stride * di + KH, stride * dj:stride * dj + KW]
-    return dw
+            dw += dw_patch[di, dj, :, stride * di:stride * di + KH, :, stride * dj:stride * dj + KW]
+    return dw.transpose(0, 2, 1, 3).copy()
+
+
+def _members_from_patches(patches, w, stride, size):
+    """Every member of every window, as size*size contiguous (F, PH * PW * N)
+    blocks in row-major member order: _member_kernels(w) @ patches, one GEMM
+    per row of members. Members in row di read only pixel rows stride * di to
+    stride * di + KH - 1 of their patch, a slice of its rows: the other rows
+    would be multiplied by the zeros around the placed kernels."""
+    F, C, KH, KW = w.shape
+    width = C * (stride * (size - 1) + KW)             # patch rows per row of pixels
+    placed = _member_kernels(w, stride, size).reshape(size, size * F, -1)
+    members = []
+    for di in range(size):
+        rows = slice(stride * di * width, (stride * di + KH) * width)
+        conv = placed[di][:, rows] @ patches[rows]                       # rows (dj, f)
+        members += list(conv.reshape(size, F, -1))
+    return members
 
 
 def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=True,
@@ -330,12 +351,12 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
     PH, PW = conv_output_size(OH, size, size), conv_output_size(OW, size, size)
     P = stride * size
     xs = _space_to_depth(x, pad, P)
-    if C * KH * KW < _THIN:
+    patched = C * KH * KW < _THIN
+    if patched:
         # A thin im2col matrix (see _THIN): copy each window's input patch once and
         # multiply it by the kernel placed at every member's offset in the patch.
-        patches = _window_patches(xs, KH, KW, stride, size, PH, PW)
-        conv = _member_kernels(w, stride, size) @ patches             # rows (f, di, dj)
-        kept = patches
+        kept = _window_patches(xs, KH, KW, stride, size, PH, PW)
+        members = _members_from_patches(kept, w, stride, size)
     else:
         # cols[c, i, j, di, dj, ph, pw, n] = x[n, c, row, col] for kernel offset
         # (i, j) and member (di, dj) of pooling window (ph, pw): input row
@@ -345,23 +366,24 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
         for i, j, di, dj, block in _pool_blocks(xs, KH, KW, stride, size, PH, PW):
             cols[:, i, j, di, dj] = block
         cols = cols.reshape(C * KH * KW, -1)
-        conv = w.reshape(F, -1) @ cols                                 # columns (di, dj, ph, pw, n)
+        conv = (w.reshape(F, -1) @ cols).reshape(F, size * size, -1)  # columns (di, dj, ph, pw, n)
+        members = [conv[:, k] for k in range(size * size)]
         kept = cols
-    # either way, the size*size members of each window in row-major order: contiguous blocks
-    conv = conv.reshape(F, size * size, PH * PW * N)
-    out, wins = _running_max([conv[:, k] for k in range(size * size)], masks=keep_cache)
+    # either way, the size*size members of each window in row-major order, each an
+    # (F, PH * PW * N) view whose rows are contiguous
+    out, wins = _running_max(members, masks=keep_cache)
     out += b[:, None]                    # a filter's bias shifts its whole window: add it after the max
     positive = out > 0 if relu and keep_cache else None
     if relu:
         np.maximum(out, 0, out=out)
-    cache = (x.shape, kept, w, stride, pad, size, wins, positive) if keep_cache else None
+    cache = (x.shape, kept, w, stride, pad, size, wins, positive, patched) if keep_cache else None
     return _as_images(out.reshape(F, PH, PW, N)), cache
 
 
 def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
     """Gradients of conv2d_relu_maxpool2d_forward_fast: dout (N, F, PH, PW),
     any memory order -> (dx (N, C, H, W) or None, dw, db)."""
-    (N, C, H, W), kept, w, stride, pad, size, wins, positive = cache
+    (N, C, H, W), kept, w, stride, pad, size, wins, positive, patched = cache
     F, _, KH, KW = w.shape
     PH, PW = dout.shape[2:]
     dout_t = dout.transpose(1, 2, 3, 0)                   # (F, PH, PW, N) view
@@ -372,18 +394,23 @@ def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
     g = g.reshape(F, -1)
     # Each pooled gradient goes to one member of its window: db sums g itself.
     db = g.sum(axis=1)
-    dconv = np.empty((F, size * size, g.shape[1]), dtype=g.dtype)
-    _running_max_backward(g, wins, [dconv[:, k] for k in range(size * size)], overlap=False)
-    if kept.shape[0] == C * KH * KW:                      # the im2col matrix
-        dconv = dconv.reshape(F, -1)
-        dw = (dconv @ kept.T).reshape(w.shape)
-    else:                                                 # the window patches: _member_kernels, adjoint
-        dw = _fold_member_kernels((dconv.reshape(F * size * size, -1) @ kept.T), w.shape, stride, size)
-        dconv = dconv.reshape(F, -1)
+    if patched:                   # members as rows, as _member_kernels has them
+        dconv = np.empty((size * size, F, g.shape[1]), dtype=g.dtype)
+        member_grads = list(dconv)
+    else:                         # members as columns, as in the im2col matrix
+        dconv = np.empty((F, size * size, g.shape[1]), dtype=g.dtype)
+        member_grads = [dconv[:, k] for k in range(size * size)]
+    _running_max_backward(g, wins, member_grads, overlap=False)
+    if patched:                   # the window patches: the adjoint of _member_kernels
+        dw = _fold_member_kernels(dconv.reshape(size * size * F, -1) @ kept.T, w.shape, stride, size)
+    else:
+        dw = (dconv.reshape(F, -1) @ kept.T).reshape(w.shape)
     if not need_dx:
         return None, dw, db
     # The input gradient takes the im2col way in both routes: dcols, scattered back.
-    dcols = (w.reshape(F, -1).T @ dconv).reshape(C, KH, KW, size, size, PH, PW, N)
+    if patched:
+        dconv = dconv.transpose(1, 0, 2)                  # (F, member, window): im2col's order
+    dcols = (w.reshape(F, -1).T @ dconv.reshape(F, -1)).reshape(C, KH, KW, size, size, PH, PW, N)
     P = stride * size
     dxs = np.zeros(_space_to_depth_shape((N, C, H, W), pad, P), dtype=dcols.dtype)
     for i, j, di, dj, block in _pool_blocks(dxs, KH, KW, stride, size, PH, PW):
