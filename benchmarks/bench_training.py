@@ -46,6 +46,9 @@ Images/s is the median over the rounds, with min-max; ratios are taken
 between medians of the same run. GFLOP/s counts the multiply-adds the
 network needs (no first-layer input gradient), and % peak compares them
 with a float32 GEMM (2048^3) measured in the same run with T threads.
+After the table, one line per network gives the gain of the out-of-the-box
+step from T cores: "cnnlib default" on T threads over its speed on one
+(``scaling``).
 Like ``train.fit``, the run first calls ``cnnlib.fast.keep_freed_memory()``
 (glibc keeps freed memory for the next step instead of faulting in fresh
 pages): it is process-wide, so every library in the table runs with it.
@@ -581,6 +584,14 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def scaling(rows):
+    """{(network, T): images/s of "cnnlib default" on T threads over its images/s
+    on 1} for every T > 1 the rows have: how much the out-of-the-box step gains
+    from T cores, within one run."""
+    ips = {(r["net"], r["threads"]): r["ips"] for r in rows if r["impl"] == "cnnlib default"}
+    return {(name, T): v / ips[name, 1] for (name, T), v in ips.items() if T > 1 and (name, 1) in ips}
+
+
 def format_memory(rows):
     lines = [f"{'network':<14} {'implementation':<16} {'one training step':>18} {'predict':>22}"]
     for r in rows:
@@ -684,6 +695,8 @@ def main(argv=None):
                             and r["impl"].startswith("cnnlib")), default=0)
             fastest = max(args.threads, key=best_cnnlib)
             print(f"{name}: cnnlib is fastest with {fastest} thread{'s' * (fastest > 1)} here")
+        for (name, T), ratio in scaling(rows).items():
+            print(f"{name}: cnnlib out of the box on {T} cores = {ratio:.2f}x its speed on 1 core")
     if not args.no_memory:
         print()
         print(format_memory(measure_memory(data=data, n_predict=1000 if args.quick else 10_000)))

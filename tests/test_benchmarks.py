@@ -67,6 +67,9 @@ def test_run_benchmarks_returns_rows_and_plots(tmp_path):
         assert r["ips_min"] <= r["ips"] <= r["ips_max"] and r["steps"] == 2
         assert r["vs_classic"] > 0 and r["vs_torch"] is None and r["peak_gflops"] > 0
     assert "cnnlib default" in bench.format_table(rows)
+    by_impl = {(r["impl"], r["threads"]): r["ips"] for r in rows}
+    assert bench.scaling(rows) == {("8-filter net", 2): pytest.approx(
+        by_impl["cnnlib default", 2] / by_impl["cnnlib default", 1])}
     assert bench.plot(rows, tmp_path / "speed.png").stat().st_size > 1000
 
 
