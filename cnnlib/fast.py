@@ -134,18 +134,22 @@ def _running_max_backward(dout, wins, views, overlap):
     windows overlap they share elements, so contributions are added;
     otherwise each element is written once.
     """
-    rest = dout
-    for win, view in zip(reversed(wins), reversed(views[1:])):
-        if overlap:
+    if overlap:
+        rest = dout
+        for win, view in zip(reversed(wins), reversed(views[1:])):
             taken = rest * win
             view += taken
-        else:
-            taken = np.multiply(rest, win, out=view)
-        rest = rest - taken
-    if overlap:
+            rest = rest - taken
         views[0] += rest
-    else:
-        views[0][...] = rest
+        return
+    # No overlap: the first view is written by nothing else, so it holds what is
+    # left at every step, and no array is allocated
+    if not wins:
+        views[0][...] = dout
+    rest = dout
+    for win, view in zip(reversed(wins), reversed(views[1:])):
+        taken = np.multiply(rest, win, out=view)
+        rest = np.subtract(rest, taken, out=views[0])
 
 
 def maxpool2d_forward_fast(x, size=2, stride=None):
