@@ -400,20 +400,16 @@ def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
     db = g.sum(axis=1)
     if patched:                   # members as rows, as _member_kernels has them
         dconv = np.empty((size * size, F, g.shape[1]), dtype=g.dtype)
-        member_grads = list(dconv)
+        _running_max_backward(g, wins, list(dconv), overlap=False)
+        dw = _fold_member_kernels(dconv.reshape(size * size * F, -1) @ kept.T, w.shape, stride, size)
+        dconv = dconv.transpose(1, 0, 2)                  # a view in im2col's order, for dx
     else:                         # members as columns, as in the im2col matrix
         dconv = np.empty((F, size * size, g.shape[1]), dtype=g.dtype)
-        member_grads = [dconv[:, k] for k in range(size * size)]
-    _running_max_backward(g, wins, member_grads, overlap=False)
-    if patched:                   # the window patches: the adjoint of _member_kernels
-        dw = _fold_member_kernels(dconv.reshape(size * size * F, -1) @ kept.T, w.shape, stride, size)
-    else:
+        _running_max_backward(g, wins, [dconv[:, k] for k in range(size * size)], overlap=False)
         dw = (dconv.reshape(F, -1) @ kept.T).reshape(w.shape)
     if not need_dx:
         return None, dw, db
     # The input gradient takes the im2col way in both routes: dcols, scattered back.
-    if patched:
-        dconv = dconv.transpose(1, 0, 2)                  # (F, member, window): im2col's order
     dcols = (w.reshape(F, -1).T @ dconv.reshape(F, -1)).reshape(C, KH, KW, size, size, PH, PW, N)
     P = stride * size
     dxs = np.zeros(_space_to_depth_shape((N, C, H, W), pad, P), dtype=dcols.dtype)
