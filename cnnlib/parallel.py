@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-__all__ = ["ParallelStep", "auto_step", "usable_cores"]
+__all__ = ["ParallelStep", "auto_step", "training_flops", "usable_cores"]
 
 
 def usable_cores():
@@ -52,16 +52,66 @@ def usable_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def auto_step(cores=None):
-    """The training step ``cnnlib.train.fit`` uses by default: on two or more
-    cores a ParallelStep with one thread per core (one BLAS thread each), else
-    the plain train_step. Measured on 2 cores (README.md, Performance), the
-    split batch was the fastest choice on idle cores and lost least when
-    another program took a core; several BLAS threads per step slowed down
-    badly then (one thread on one core was faster still)."""
+# A split step pays a fixed cost: waking the other threads, waiting for the
+# slower part, adding the gradients (about 1 ms per step on the 2-core machine
+# of README.md, Performance), and two exchanges per batch-norm layer. Below
+# these many FLOPs per step, plus SPLIT_FLOPS_PER_BATCH_NORM per batch-norm
+# layer, the half of the work it saves is worth less than that: measured there
+# (idle), a split step of 37-81 MFLOP ran 0.9-1.0x the speed of one thread, one
+# of 150-520 MFLOP 1.1-1.7x; a 10-layer MLP with 9 batch norms, 0.9x at
+# 440 MFLOP, 1.25x at 1,100.
+SPLIT_MIN_FLOPS = 100e6
+SPLIT_FLOPS_PER_BATCH_NORM = 50e6
+
+
+def training_flops(net, batch):
+    """Multiply-adds x 2 of one training step of ``net`` on ``batch`` (its
+    first sample and its length are used): the forward products of every
+    convolution and dense layer, once more for the weight gradients and once
+    more for the input gradients, except for a first layer that skips its
+    input gradient (``input_grad=False``). An estimate of the GEMM work:
+    elementwise layers count nothing. Runs the first sample forward, in
+    inference mode, to learn the shapes."""
+    x, flops = batch[:1], 0.0
+    for position, layer in enumerate(net.layers):
+        out = layer.forward(x, training=False)
+        w = getattr(layer, "params", {}).get("W")
+        if w is not None:
+            # a convolution's products: one per output pixel, and a fused layer
+            # computes size x size of them per pooled pixel
+            pool = getattr(getattr(layer, "pool", None), "size", 1)
+            pixels = int(np.prod(out.shape[2:])) * pool * pool if w.ndim == 4 else 1
+            forward = 2.0 * w.size * pixels
+            skips_dx = position == 0 and not getattr(getattr(layer, "conv", layer), "input_grad", True)
+            flops += forward * (2 if skips_dx else 3)
+        x = out
+    return flops * len(batch)
+
+
+def auto_step(cores=None, net=None, batch=None):
+    """The training step ``cnnlib.train.fit`` uses by default.
+
+    On two or more cores a ParallelStep with one thread per core (one BLAS
+    thread each), if the step has enough work to pay for the threads: at
+    least SPLIT_MIN_FLOPS (training_flops of ``net`` on ``batch``), plus
+    SPLIT_FLOPS_PER_BATCH_NORM for every batch-norm layer. A smaller step
+    runs whole on one thread, with one BLAS thread (``ParallelStep(1)``).
+    On one core, or without ``net`` and ``batch``, nothing is counted: the
+    plain train_step on one core, the split step on more.
+
+    Why these choices, measured on 2 cores (README.md, Performance): the
+    split batch was the fastest choice for large steps on idle cores and lost
+    least when another program took a core; several BLAS threads per step
+    slowed down badly then (one thread on one core was faster still)."""
     from .train import train_step  # train imports this module
     cores = usable_cores() if cores is None else cores
-    return ParallelStep(cores) if cores >= 2 else train_step
+    if cores < 2:
+        return train_step
+    if net is not None and batch is not None:
+        exchanges = sum(hasattr(layer, "gather_parts") for layer in net.layers)
+        if training_flops(net, batch) < SPLIT_MIN_FLOPS + SPLIT_FLOPS_PER_BATCH_NORM * exchanges:
+            return ParallelStep(1)
+    return ParallelStep(cores)
 
 
 class ParallelStep:
@@ -171,6 +221,10 @@ class ParallelStep:
         if len(xb) != len(yb):
             raise ValueError(f"ParallelStep: xb has {len(xb)} samples but yb has {len(yb)}")
         k = min(self.threads, len(xb))
+        if k == 1:                            # nothing to split: the plain step, BLAS limited
+            from .train import train_step  # train imports this module
+            self._limit_blas()
+            return train_step(net, loss_fn, optimizer, xb, yb)
         bounds = [len(xb) * i // k for i in range(k + 1)]     # fixed parts, as equal as possible
         parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
         shares = [(b - a) / len(xb) for a, b in zip(bounds, bounds[1:])]

@@ -118,9 +118,11 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     (seconds per epoch).
 
     ``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)`` does
-    one update. ``"auto"`` (the default) is ``cnnlib.parallel.auto_step()``:
-    the batch split over the machine's cores, the same numbers as train_step
-    up to float rounding; pass ``step=train_step`` for the plain step. fit
+    one update. ``"auto"`` (the default) is ``cnnlib.parallel.auto_step``
+    for this network and batch size: the batch split over the machine's
+    cores if the step has enough work to pay for the threads (the same
+    numbers as train_step up to float rounding), else the plain step with one
+    BLAS thread; pass ``step=train_step`` for the plain step. fit
     also calls ``cnnlib.fast.keep_freed_memory()``, so that each step reuses
     the memory of the last instead of faulting in fresh pages.
 
@@ -136,7 +138,7 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
         _check_xy(*validation)
         _check_finite(validation[0], "the validation images")
     if step == "auto":
-        step = auto_step()
+        step = auto_step(net=net, batch=X[:batch_size])
         try:
             return fit(net, loss_fn, optimizer, X, y, epochs=epochs, batch_size=batch_size,
                        validation=validation, seed=seed, progress=progress, step=step)

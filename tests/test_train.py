@@ -317,3 +317,79 @@ def test_parallel_step_holds_one_blas_thread_until_closed():
         step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
         assert set(blas_threads()) == {1}
     assert blas_threads() == before
+
+
+def mlp(depth, width=256, batchnorm=False):
+    """784 -> width (x depth - 1) -> 10, ReLU after every hidden layer, optionally batch norm before it."""
+    r, layers, n_in = np.random.default_rng(0), [], 784
+    for _ in range(depth - 1):
+        layers += [L.Dense(n_in, width, rng=r)] + ([L.BatchNorm1D(width)] if batchnorm else []) + [L.ReLU()]
+        n_in = width
+    return nets.Sequential(layers + [L.Dense(n_in, 10, rng=r)])
+
+
+def test_training_flops_counts_the_products_of_a_step():
+    """Counted by hand: forward, weight gradient and input gradient of every layer, except the
+    input gradient of a first layer that skips it (SimpleConvNet's convolution does)."""
+    x = np.zeros((100, 1, 28, 28), np.float32)
+    conv, dense1, dense2 = 30 * 25 * 24 * 24, 4320 * 100, 100 * 10          # multiply-adds per image
+    simple = 100 * 2 * (2 * conv + 3 * dense1 + 3 * dense2)
+    assert parallel.training_flops(nets.SimpleConvNet(fast=True), x) == simple
+    assert parallel.training_flops(nets.SimpleConvNet(fast=False), x) == simple
+    flat = np.zeros((64, 784), np.float32)
+    assert parallel.training_flops(mlp(3), flat) == 64 * 2 * 3 * (784 * 256 + 256 * 256 + 256 * 10)
+    padded = nets.Sequential([L.Conv2D(1, 4, 3, stride=2, pad=1, rng=0), L.ReLU(), L.Flatten(),
+                              L.Dense(4 * 14 * 14, 10, rng=0)])
+    assert parallel.training_flops(padded, x[:5]) == 5 * 2 * 3 * (4 * 9 * 14 * 14 + 784 * 10)
+
+
+def test_auto_step_splits_only_a_step_with_enough_work():
+    images = np.zeros((100, 1, 28, 28), np.float32)
+    flat = np.zeros((100, 784), np.float32)
+    chosen = []
+
+    def pick(cores, net=None, batch=None):
+        step = parallel.auto_step(cores, net, batch)
+        chosen.append(getattr(step, "threads", "train_step"))
+        getattr(step, "close", lambda: None)()
+    pick(1, nets.SimpleConvNet(), images)                  # one core: the plain step
+    pick(2)                                                # nothing to count: split
+    pick(2, nets.SimpleConvNet(), images)                  # 433 MFLOP: split
+    pick(2, nets.SimpleConvNet(), images[:16])             # 69 MFLOP: one thread
+    pick(4, mlp(10), flat)                                 # 436 MFLOP: split
+    pick(4, mlp(10, batchnorm=True), flat)                 # the same, with 9 batch norms: one thread
+    pick(2, mlp(10, batchnorm=True), np.zeros((256, 784), np.float32))   # 1.1 GFLOP: split
+    assert chosen == ["train_step", 2, 2, 1, 4, 1, 2]
+
+
+def test_a_one_thread_parallel_step_is_train_step_with_one_blas_thread():
+    from threadpoolctl import threadpool_info
+    x, y = toy_images(16, 3)
+    runs = []
+    for use_parallel in (False, True):
+        net = nets.Sequential([L.Flatten(), L.Dense(64, 16, rng=0), L.ReLU(), L.Dropout(0.5, rng=0),
+                               L.Dense(16, 2, rng=1)])
+        opt = optim.SGD(net, 0.1)
+        if use_parallel:
+            with parallel.ParallelStep(1) as step:
+                result = [step(net, losses.SoftmaxCrossEntropy(), opt, x, y) for _ in range(3)]
+                assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+        else:
+            result = [train.train_step(net, losses.SoftmaxCrossEntropy(), opt, x, y) for _ in range(3)]
+        runs.append((result, [store[name].copy() for _, store, name in net.named_arrays()]))
+    assert runs[0][0] == runs[1][0]                        # losses and counts, bit for bit
+    for a, b in zip(runs[0][1], runs[1][1]):               # weights: the same dropout masks too
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_chooses_its_step_for_the_network_and_batch_size(monkeypatch):
+    seen = []
+
+    def recording_auto_step(cores=None, net=None, batch=None):
+        seen.append((net, None if batch is None else batch.shape))
+        return train.train_step
+    monkeypatch.setattr(train, "auto_step", recording_auto_step)
+    x, y = toy_images(40, 0)
+    net = small_net()
+    train.fit(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y, batch_size=16, progress=False)
+    assert seen == [(net, (16, 1, 8, 8))]
