@@ -26,8 +26,11 @@ Implementations (rows of the table):
   (``SimpleConvNet(fast=True)``: conv -> ReLU -> pool as one fused layer),
   BLAS with T threads;
 * ``cnnlib default``: what ``cnnlib.train.fit`` does out of the box on T
-  cores, ``cnnlib.parallel.auto_step(cores=T)``: train_step for T = 1, the
-  batch split over T Python threads with one BLAS thread each for T >= 2;
+  cores, ``cnnlib.parallel.auto_step(T, net, batch)``: train_step for T = 1;
+  for T >= 2 the batch split over T Python threads with one BLAS thread each
+  if the step has enough work to pay for the threads (SimpleConvNet, deep
+  CNN), else the whole batch on one thread with one BLAS thread (8-filter
+  net; ``bench_auto_step.py`` measures the threshold);
 * ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
   ``torch.set_num_threads(T)``.
 
@@ -207,8 +210,12 @@ def make_stepper(impl, name, X, y, batch, threads):
         return lambda k: classic.train_step(*batch_of(k), lr=LR)
     net = build_cnnlib(name, impl="naive" if impl == "loops" else "fast")
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, LR)
-    # "cnnlib default": what fit does out of the box on a machine with `threads` cores
-    step_fn = parallel.auto_step(cores=threads) if impl == "cnnlib default" else train.train_step
+    if impl == "cnnlib default":        # what fit does out of the box on a machine with `threads` cores
+        step_fn = parallel.auto_step(threads, net, X[:batch])
+    elif impl == "cnnlib split":        # the batch split over `threads` threads, whatever its size
+        step_fn = parallel.ParallelStep(threads)
+    else:
+        step_fn = train.train_step
 
     def step(k):
         step_fn(net, loss_fn, opt, *batch_of(k))
@@ -496,7 +503,7 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     fast.keep_freed_memory()
     half = batch // 2
     whole_step, half_step = _stepper("cnnlib", name, X, y, batch, 1), _stepper("cnnlib", name, X, y, half, 1)
-    split_step = _stepper("cnnlib default", name, X, y, batch, 2)        # ParallelStep(2)
+    split_step = _stepper("cnnlib split", name, X, y, batch, 2)          # ParallelStep(2)
     twin = _TwinThread(name, X, y, half)
     child = None
     if hasattr(signal, "SIGSTOP"):

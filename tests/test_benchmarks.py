@@ -85,6 +85,9 @@ def test_every_numpy_row_runs_with_its_own_blas_thread_count(monkeypatch):
         return plain_step(*args)
 
     monkeypatch.setattr(bench.train, "train_step", recording_step)
+    # a split step for the default row, whatever the network's size (a ParallelStep(1) would call
+    # train_step itself, and be recorded with its one BLAS thread)
+    monkeypatch.setattr(bench.parallel, "auto_step", lambda cores, *_: bench.parallel.ParallelStep(cores))
     rng = np.random.default_rng(0)
     data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
     bench.run_benchmarks(("8-filter net",), ("cnnlib default", "cnnlib"), threads=(2,), steps=2, reps=3,
@@ -112,3 +115,36 @@ def test_profile_split_runs_every_row_and_formats_them():
     assert all(0 < v < 10_000 for v in rows)
     text = bench.format_split("8-filter net", ms, batch=10)
     assert "the GIL" in text and "2 cores / 1 core" in text
+
+
+def test_auto_step_benchmark_times_both_ways_and_judges_the_pick():
+    import bench_auto_step
+    rng = np.random.default_rng(0)
+    data = rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
+    cases = [("SimpleConvNet", lambda: bench_auto_step.nets.SimpleConvNet(seed=0), False, 16),
+             ("MLP 3x256, BN", lambda: bench_auto_step.mlp(3, batchnorm=True), True, 32)]
+    rows = bench_auto_step.run(cases, rounds=1, settle=0.0, seconds=0.001, data=data)
+    assert [(r["batch"], r["batch_norms"], r["pick"]) for r in rows] == [(16, 0, "one thread"),
+                                                                          (32, 2, "one thread")]
+    # counted by hand: SimpleConvNet 4.33 MFLOP per image; the MLP's three products, three times
+    assert rows[0]["mflop"] == pytest.approx(16 * 4.326)
+    assert rows[1]["mflop"] == pytest.approx(32 * 6 * (784 * 256 + 256 * 256 + 2560) / 1e6)
+    for r in rows:
+        assert r["one_ms"] > 0 and r["split_ms"] > 0
+        assert r["gain"] == pytest.approx(r["one_ms"] / r["split_ms"])
+        assert r["right"] == (r["gain"] <= 1.05)            # picked one thread: right unless split was faster
+    text = bench_auto_step.format_rows(rows)
+    assert "auto_step's pick was the faster way" in text and "MLP 3x256, BN" in text
+
+
+def test_the_default_row_is_what_fit_picks():
+    """The benchmark's "cnnlib default" row uses the step fit would choose for that network."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 200)
+    picked = {}
+    for name in ("SimpleConvNet", "8-filter net"):
+        step = bench.make_stepper("cnnlib default", name, X, y, 100, 2)
+        step(0)
+        picked[name] = step.close.__self__.threads
+        step.close()
+    assert picked == {"SimpleConvNet": 2, "8-filter net": 1}
