@@ -53,13 +53,12 @@ def usable_cores():
 
 
 # A split step pays a fixed cost: waking the other threads, waiting for the
-# slower part, adding the gradients (about 1 ms per step on the 2-core machine
-# of README.md, Performance), and two exchanges per batch-norm layer. Below
-# these many FLOPs per step, plus SPLIT_FLOPS_PER_BATCH_NORM per batch-norm
-# layer, the half of the work it saves is worth less than that: measured there
-# (idle), a split step of 37-81 MFLOP ran 0.9-1.0x the speed of one thread, one
-# of 150-520 MFLOP 1.1-1.7x; a 10-layer MLP with 9 batch norms, 0.9x at
-# 440 MFLOP, 1.25x at 1,100.
+# slower part, adding the gradients, and two waits per batch-norm layer, where
+# the parts exchange their sums. Half of a small step saves less than that.
+# Measured with benchmarks/bench_auto_step.py on 2 idle cores (its README has
+# the table): split steps of 28-81 MFLOP ran 0.87-1.05x the speed of one
+# thread, steps of 110-437 MFLOP without batch norm 1.17-1.62x; a 10-layer MLP
+# with 9 batch norms 0.83x at 437 MFLOP and 1.10x at 1,118.
 SPLIT_MIN_FLOPS = 100e6
 SPLIT_FLOPS_PER_BATCH_NORM = 50e6
 
