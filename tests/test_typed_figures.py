@@ -39,6 +39,7 @@ ALLOWED = {
     ("08", "3.57 %"): "ResNet's published top-5 error (literature)",
     ("08", "25 %"): "the training error the AlexNet paper reports for CIFAR-10 (literature)",
     ("10", "4 KiB"): "the page size of x86-64 Linux, a platform constant",
+    ("10", "5 %"): "bench_auto_step's tolerance for a right pick, a definition",
     ("10", "32 MiB"): "glibc's documented ceiling for its mmap threshold, a constant of the allocator",
     ("10", "2 MiB"): "the huge-page size of x86-64 Linux, a platform constant",
 }
