@@ -34,24 +34,31 @@ Implementations (rows of the table):
 * ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
   ``torch.set_num_threads(T)``.
 
-Method: for each thread count T, BLAS (threadpoolctl) and PyTorch are
-limited to T threads; every implementation takes a few warm-up steps; then
-``--reps`` rounds, each timing ``--steps`` consecutive steps of every
-implementation in turn (the order rotates every round), with a pause of
-``--pause`` seconds whenever the library changes (idle worker threads of the
-library that ran last keep spinning for a while and slow the next one).
+Method: for each network, every (thread count T, implementation) pair is a
+turn: BLAS (threadpoolctl) and PyTorch limited to T threads, except that the
+split step sets its own BLAS limit. Every turn takes a few warm-up steps;
+then ``--reps`` rounds, each giving every turn in turn (the order rotates
+every round) at least ``--steps`` timed steps and at least 0.05 s of them,
+with a pause of ``--pause`` seconds after every change of library and after
+every turn with more than one thread (idle worker threads of the library
+that ran last keep spinning for a while and slow the next one).
 Every turn starts with a tenth of a second of untimed steps, so each library
 is timed in the steady state of a training loop: after its threads have
 slept, Linux may wake a split step's second thread on the first one's core,
 and it takes a few steps (tens of milliseconds) to move it; a training loop
 meets that once, not every ten steps.
-Images/s is the median over the rounds, with min-max; ratios are taken
-between medians of the same run. GFLOP/s counts the multiply-adds the
+Images/s is the median over the rounds, with min-max. Ratios are paired:
+the median over the rounds of the two turns' ratio in each round
+(``paired_ratio``). The machine's speed drifts from second to second on a
+shared host, and two turns of one round see nearly the same machine, so
+this is steadier than a ratio of two medians (benchmarks/README.md has
+the measurement).
+GFLOP/s counts the multiply-adds the
 network needs (no first-layer input gradient), and % peak compares them
 with a float32 GEMM (2048^3) measured in the same run with T threads.
 After the table, one line per network gives the gain of the out-of-the-box
-step from T cores: "cnnlib default" on T threads over its speed on one
-(``scaling``).
+step from T cores: "cnnlib default" on T threads over its speed on one,
+paired round by round, with the quartiles over the rounds (``scaling``).
 Like ``train.fit``, the run first calls ``cnnlib.fast.keep_freed_memory()``
 (glibc keeps freed memory for the next step instead of faulting in fresh
 pages): it is process-wide, so every library in the table runs with it.
@@ -223,14 +230,18 @@ def make_stepper(impl, name, X, y, batch, threads):
     return step
 
 
-def _blas_for_turn(impl, threads):
-    """The BLAS thread limit for one implementation's warm-up or turn. A
-    ParallelStep ("cnnlib default") limits BLAS to one thread per call from
-    its first step until it is closed, process-wide; every other NumPy row
-    sets its own limit for each of its turns, so it runs with T threads."""
-    if impl == "cnnlib default" or threadpool_limits is None:
-        return contextlib.nullcontext()
-    return threadpool_limits(threads, user_api="blas")
+@contextlib.contextmanager
+def _torch_threads(n):
+    """PyTorch limited to n threads while active (nothing without PyTorch)."""
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _Threads:
@@ -241,16 +252,14 @@ class _Threads:
 
     def __enter__(self):
         self.limiter = threadpool_limits(self.blas, user_api="blas") if threadpool_limits else None
-        if torch is not None:
-            self.torch_before = torch.get_num_threads()
-            torch.set_num_threads(self.n)
+        self.torch = _torch_threads(self.n)
+        self.torch.__enter__()
         return self
 
     def __exit__(self, *exc):
         if self.limiter is not None:
             self.limiter.restore_original_limits()
-        if torch is not None:
-            torch.set_num_threads(self.torch_before)
+        self.torch.__exit__(*exc)
 
 
 def _library(impl):
@@ -281,73 +290,119 @@ def load_data():
     return X, np.concatenate([y_train, y_test])
 
 
-def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=5, warmup=3,
+def paired_ratio(a, b):
+    """Median, first and third quartile of a[i] / b[i]: two implementations'
+    images/s turn by turn in the same rounds. The machine's speed drifts from
+    second to second (other programs, other virtual machines on the host);
+    turns of the same round see nearly the same machine, so their ratio is
+    steadier than the ratio of two medians taken over all rounds."""
+    ratios = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"median": float(median), "q1": float(q1), "q3": float(q3)}
+
+
+def _blas_threads_for_turn(impl, threads):
+    """The BLAS thread limit for one turn. A ParallelStep ("cnnlib default" on
+    2 or more threads) limits BLAS to one thread per call from its first step
+    until it is closed, process-wide; every other NumPy turn sets its own."""
+    if threadpool_limits is None or (impl == "cnnlib default" and threads > 1):
+        return contextlib.nullcontext()
+    return threadpool_limits(threads, user_api="blas")
+
+
+def run_benchmarks(nets_=NETS, impls=IMPLS, threads=(1, 2), steps=10, reps=9, warmup=3,
                    batch=100, loops_batch=10, loops_steps=1, pause=0.5, gemm_n=2048, data=None,
-                   progress=None, settle_seconds=0.1):
+                   progress=None, settle_seconds=0.1, min_turn_seconds=0.05):
     """Time every (network, implementation, thread count); returns a list of
-    row dicts: net, impl, threads, batch, steps (timed, in total),
-    ips (median images/s), ips_min, ips_max, gflops, peak_gflops, pct_peak,
-    vs_torch, vs_classic (ratios of medians within the same thread count)."""
+    row dicts: net, impl, threads, batch, steps (timed, in total), rates
+    (images/s of each round), ips (median images/s), ips_min, ips_max,
+    gflops, peak_gflops, pct_peak, vs_torch, vs_classic (paired_ratio medians
+    against the same network and thread count; None without that row).
+
+    For each network every (thread count, implementation) takes one turn per
+    round, the order rotating from round to round, so every two rows of a
+    network, also of different thread counts, are compared round by round."""
     X, y = load_data() if data is None else data
     fast.keep_freed_memory()                 # as fit does; process-wide, so for every library
+    peaks = {T: measure_gemm_peak(T, n=gemm_n) for T in threads}
     rows = []
-    for T in threads:
-        peak = measure_gemm_peak(T, n=gemm_n)
-        for name in nets_:
-            if progress:
-                progress(f"{name}, {T} thread{'s' * (T > 1)} ...")
-            with _Threads(T):
-                steppers = {}
-                for impl in impls:
-                    b = loops_batch if impl == "loops" else batch
-                    s = make_stepper(impl, name, X, y, b, T)
-                    if s is not None:
-                        steppers[impl] = (s, b)
-                rates = {impl: [] for impl in steppers}
-                counters = {impl: 0 for impl in steppers}
-                for impl, (step, _) in steppers.items():      # warm-up (loops: nothing to warm)
-                    with _blas_for_turn(impl, T):
-                        for _ in range(0 if impl == "loops" else warmup):
-                            step(counters[impl])
-                            counters[impl] += 1
-                order, last_lib = list(steppers), None
-                gc.collect()
-                gc.disable()                  # no collector pauses inside the timed rounds
-                for r in range(reps):
-                    for impl in order[r % len(order):] + order[:r % len(order)]:
-                        step, b = steppers[impl]
-                        if last_lib is not None and _library(impl) != last_lib:
-                            time.sleep(pause)
-                        last_lib = _library(impl)
-                        n = loops_steps if impl == "loops" else steps
-                        with _blas_for_turn(impl, T):
-                            if impl != "loops":   # untimed: back to the steady state (see docstring)
-                                settle = time.perf_counter() + settle_seconds
-                                while time.perf_counter() < settle:
-                                    step(counters[impl])
-                                    counters[impl] += 1
-                            start = time.perf_counter()
-                            for _ in range(n):
-                                step(counters[impl])
-                                counters[impl] += 1
-                            rates[impl].append(n * b / (time.perf_counter() - start))
-                gc.enable()
-                for step, _ in steppers.values():
-                    getattr(step, "close", lambda: None)()
-                if last_lib == "torch":
-                    time.sleep(pause)
-            med = {impl: statistics.median(v) for impl, v in rates.items()}
-            for impl, v in rates.items():
-                b = steppers[impl][1]
-                gflops = med[impl] * flops_per_image(name) / 1e9
-                rows.append(dict(
-                    net=name, impl=impl, threads=T, batch=b,
-                    steps=len(v) * (loops_steps if impl == "loops" else steps),
-                    ips=med[impl], ips_min=min(v), ips_max=max(v),
-                    gflops=gflops, peak_gflops=peak, pct_peak=100 * gflops / peak,
-                    vs_torch=med[impl] / med["PyTorch"] if "PyTorch" in med else None,
-                    vs_classic=med[impl] / med["classic im2col"] if "classic im2col" in med else None))
+    for name in nets_:
+        if progress:
+            progress(f"{name} ...")
+        turns = {}                           # (T, impl) -> (step, batch)
+        for T in threads:
+            for impl in impls:
+                b = loops_batch if impl == "loops" else batch
+                s = make_stepper(impl, name, X, y, b, T)
+                if s is not None:
+                    turns[T, impl] = (s, b)
+        rates, timed_steps = _time_turns(turns, reps, steps, loops_steps, warmup, pause,
+                                         settle_seconds, min_turn_seconds)
+        for (T, impl), v in rates.items():
+            med = statistics.median(v)
+            gflops = med * flops_per_image(name) / 1e9
+            vs = {other: paired_ratio(v, rates[T, other])["median"] if (T, other) in rates else None
+                  for other in ("PyTorch", "classic im2col")}
+            rows.append(dict(
+                net=name, impl=impl, threads=T, batch=turns[T, impl][1], steps=timed_steps[T, impl],
+                rates=list(v), ips=med, ips_min=min(v), ips_max=max(v),
+                gflops=gflops, peak_gflops=peaks[T], pct_peak=100 * gflops / peaks[T],
+                vs_torch=vs["PyTorch"], vs_classic=vs["classic im2col"]))
+    rows.sort(key=lambda r: (r["threads"], NETS.index(r["net"]) if r["net"] in NETS else 0,
+                             IMPLS.index(r["impl"]) if r["impl"] in IMPLS else 0))
     return rows
+
+
+def _time_turns(turns, reps, steps, loops_steps, warmup, pause, settle_seconds, min_turn_seconds):
+    """Warm up every turn of ``turns`` ({(T, impl): (step, batch)}), then time
+    ``reps`` rounds of all of them, the order rotating. Returns
+    ({(T, impl): images/s of each round}, {(T, impl): timed steps in total})
+    and closes the steppers."""
+    rates = {key: [] for key in turns}
+    counters = {key: 0 for key in turns}
+    timed_steps = {key: 0 for key in turns}
+    last = None
+
+    def run(key, n, timed):
+        """n steps of one turn (if timed: after settle_seconds of untimed
+        steps, and at least min_turn_seconds of them)."""
+        nonlocal last
+        (T, impl), (step, b) = key, turns[key]
+        if last is not None and (_library(impl) != _library(last[1]) or last[0] > 1):
+            time.sleep(pause)                # the last library's idle threads may still spin
+        last = key
+        with _torch_threads(T), _blas_threads_for_turn(impl, T):
+            if timed and impl != "loops":    # untimed: back to the steady state (see docstring)
+                settle = time.perf_counter() + settle_seconds
+                while time.perf_counter() < settle:
+                    step(counters[key])
+                    counters[key] += 1
+            start, done = time.perf_counter(), 0
+            while done < n or (timed and time.perf_counter() - start < min_turn_seconds):
+                step(counters[key])
+                counters[key] += 1
+                done += 1
+            elapsed = time.perf_counter() - start
+        if timed:
+            rates[key].append(done * b / elapsed)
+            timed_steps[key] += done
+
+    for key in turns:                        # warm-up (loops: nothing to warm)
+        run(key, 0 if key[1] == "loops" else warmup, False)
+    order = list(turns)
+    gc.collect()
+    gc.disable()                             # no collector pauses inside the timed rounds
+    try:
+        for r in range(reps):
+            for key in order[r % len(order):] + order[:r % len(order)]:
+                run(key, loops_steps if key[1] == "loops" else steps, True)
+    finally:
+        gc.enable()
+        for step, _ in turns.values():
+            getattr(step, "close", lambda: None)()
+    if last is not None and (_library(last[1]) == "torch" or last[0] > 1):
+        time.sleep(pause)                    # leave a quiet machine to the next network
+    return rates, timed_steps
 
 
 # -------------------------------------------------------------------- memory ---
@@ -592,11 +647,12 @@ def format_table(rows):
 
 
 def scaling(rows):
-    """{(network, T): images/s of "cnnlib default" on T threads over its images/s
-    on 1} for every T > 1 the rows have: how much the out-of-the-box step gains
-    from T cores, within one run."""
-    ips = {(r["net"], r["threads"]): r["ips"] for r in rows if r["impl"] == "cnnlib default"}
-    return {(name, T): v / ips[name, 1] for (name, T), v in ips.items() if T > 1 and (name, 1) in ips}
+    """{(network, T): paired_ratio of "cnnlib default" on T threads over
+    "cnnlib default" on 1, round by round} for every T > 1 the rows have: how
+    much the out-of-the-box step gains from T cores, within one run."""
+    rates = {(r["net"], r["threads"]): r["rates"] for r in rows if r["impl"] == "cnnlib default"}
+    return {(name, T): paired_ratio(v, rates[name, 1])
+            for (name, T), v in rates.items() if T > 1 and (name, 1) in rates}
 
 
 def format_memory(rows):
@@ -671,8 +727,9 @@ def main(argv=None):
                     help="thread counts (default: 1 2)")
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
     ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per round (default 10)")
-    ap.add_argument("--reps", type=int, default=5, help="rounds (default 5: 50 timed steps each)")
+    ap.add_argument("--steps", type=int, default=10,
+                    help="timed steps per turn, at least (default 10; a turn lasts at least 0.05 s)")
+    ap.add_argument("--reps", type=int, default=9, help="rounds (default 9)")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between libraries")
     ap.add_argument("--quick", action="store_true", help="a rough run in well under 30 s")
     ap.add_argument("--plot", metavar="PNG", help="save a bar chart")
@@ -703,7 +760,8 @@ def main(argv=None):
             fastest = max(args.threads, key=best_cnnlib)
             print(f"{name}: cnnlib is fastest with {fastest} thread{'s' * (fastest > 1)} here")
         for (name, T), ratio in scaling(rows).items():
-            print(f"{name}: cnnlib out of the box on {T} cores = {ratio:.2f}x its speed on 1 core")
+            print(f"{name}: cnnlib out of the box on {T} cores = {ratio['median']:.2f}x its speed "
+                  f"on 1 core (quartiles over the rounds {ratio['q1']:.2f}-{ratio['q3']:.2f})")
     if not args.no_memory:
         print()
         print(format_memory(measure_memory(data=data, n_predict=1000 if args.quick else 10_000)))

@@ -54,23 +54,45 @@ def test_flop_count_matches_the_architecture():
     assert bench.flops_per_image("8-filter net") == 275_808
 
 
+def test_paired_ratio_is_the_median_of_the_ratios_of_each_round():
+    # a slow second round slows both: each round says 2x, the medians say 1.5x
+    a, b = [200, 60, 150], [100, 30, 100]
+    assert bench.paired_ratio(a, b) == {"median": 2.0, "q1": pytest.approx(1.75), "q3": 2.0}
+    assert np.median(a) / np.median(b) == 1.5
+
+
 def test_run_benchmarks_returns_rows_and_plots(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
     rows = bench.run_benchmarks(("8-filter net",), ("loops", "classic im2col", "cnnlib", "cnnlib default"),
-                                threads=(1, 2), steps=1, reps=2, warmup=0, batch=10, loops_batch=1,
-                                pause=0, gemm_n=128, data=data)
+                                threads=(1, 2), steps=1, reps=3, warmup=0, batch=10, loops_batch=1,
+                                pause=0, gemm_n=128, data=data, min_turn_seconds=0)
     impls = [(r["impl"], r["threads"]) for r in rows]
     assert ("cnnlib default", 1) in impls and ("cnnlib default", 2) in impls
     assert ("loops", 1) in impls and ("cnnlib", 2) in impls
+    rates = {(r["impl"], r["threads"]): r["rates"] for r in rows}
     for r in rows:
-        assert r["ips_min"] <= r["ips"] <= r["ips_max"] and r["steps"] == 2
-        assert r["vs_classic"] > 0 and r["vs_torch"] is None and r["peak_gflops"] > 0
+        assert len(r["rates"]) == 3 and r["steps"] == 3
+        assert r["ips_min"] <= r["ips"] <= r["ips_max"] and r["ips"] == np.median(r["rates"])
+        assert r["vs_torch"] is None and r["peak_gflops"] > 0
+        # paired round by round with the classic row of the same thread count
+        classic = rates["classic im2col", r["threads"]]
+        assert r["vs_classic"] == pytest.approx(np.median(np.divide(r["rates"], classic)))
     assert "cnnlib default" in bench.format_table(rows)
-    by_impl = {(r["impl"], r["threads"]): r["ips"] for r in rows}
-    assert bench.scaling(rows) == {("8-filter net", 2): pytest.approx(
-        by_impl["cnnlib default", 2] / by_impl["cnnlib default", 1])}
+    paired = np.divide(rates["cnnlib default", 2], rates["cnnlib default", 1])
+    assert bench.scaling(rows)[("8-filter net", 2)]["median"] == pytest.approx(np.median(paired))
     assert bench.plot(rows, tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_a_turn_of_short_steps_lasts_at_least_min_turn_seconds():
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    rows = bench.run_benchmarks(("8-filter net",), ("cnnlib",), threads=(1,), steps=1, reps=2,
+                                warmup=0, batch=10, pause=0, gemm_n=64, data=data,
+                                settle_seconds=0, min_turn_seconds=0.2)
+    (row,) = rows
+    # a step of 10 images takes well under 20 ms, so 0.2 s needs more than the one step asked for
+    assert row["steps"] > 2 * 10
 
 
 def test_every_numpy_row_runs_with_its_own_blas_thread_count(monkeypatch):
@@ -91,7 +113,8 @@ def test_every_numpy_row_runs_with_its_own_blas_thread_count(monkeypatch):
     rng = np.random.default_rng(0)
     data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
     bench.run_benchmarks(("8-filter net",), ("cnnlib default", "cnnlib"), threads=(2,), steps=2, reps=3,
-                         warmup=2, batch=10, pause=0, gemm_n=64, data=data, settle_seconds=0)
+                         warmup=2, batch=10, pause=0, gemm_n=64, data=data, settle_seconds=0,
+                         min_turn_seconds=0)
     assert len(seen) == 2 + 3 * 2 and all(counts == {2} for counts in seen), seen
 
 
@@ -148,3 +171,18 @@ def test_the_default_row_is_what_fit_picks():
         picked[name] = step.close.__self__.threads
         step.close()
     assert picked == {"SimpleConvNet": 2, "8-filter net": 1}
+
+
+def test_ratio_noise_cuts_the_rounds_into_runs_and_estimates_both_ways():
+    import ratio_noise
+    a, b = [200, 60, 150, 100], [100, 30, 100, 50]
+    of_medians, paired = ratio_noise.windows(a, b, 3)
+    assert of_medians == [pytest.approx(150 / 100), pytest.approx(100 / 50)]
+    assert paired == [2.0, 2.0]
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    rows = ratio_noise.run(threads=(1,), rounds=3, widths=(2, 5), data=data, steps=1, warmup=0,
+                           batch=10, pause=0, gemm_n=64, settle_seconds=0, min_turn_seconds=0)
+    assert [(r["threads"], r["width"], r["runs"]) for r in rows] == [(1, 2, 2)]
+    assert rows[0]["paired_min"] <= rows[0]["paired_max"] and rows[0]["all_rounds"] > 0
+    assert "ratio of medians" in ratio_noise.format_rows(rows)
