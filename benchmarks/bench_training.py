@@ -4,11 +4,11 @@
     python benchmarks/bench_training.py --threads 1 --quick
     python benchmarks/bench_training.py --plot benchmarks/speed.png --profile
 
-Two networks, trained on batches of MNIST (float32, plain SGD):
+Three networks, trained on batches of MNIST (float32, plain SGD):
 
 * ``SimpleConvNet`` (notebook 07): conv 30x5x5 -> ReLU -> max-pool 2 ->
   dense 4320->100 -> ReLU -> dense 100->10, batch 100;
-* ``8-filter net`` (notebook 04): conv 8x3x3 -> max-pool 2 -> dense 1352->10,
+* ``8-filter net`` (notebooks 03 and 04): conv 8x3x3 -> max-pool 2 -> dense 1352->10,
   batch 100;
 * ``deep CNN`` (notebook 08): conv32-ReLU-pool-BN, conv32-BN-ReLU,
   conv32-ReLU-pool-BN, dense 128, dense 10 (3x3 kernels, padding 1), batch 100;
@@ -198,7 +198,7 @@ def make_stepper(impl, name, X, y, batch, threads):
     if impl == "PyTorch":
         if torch is None:
             return None
-        model = build_torch(name, build_cnnlib(name))
+        model = build_torch(name, build_cnnlib(name)).float()     # float32 whatever torch's default dtype
         opt = torch.optim.SGD(model.parameters(), lr=LR)
         TX, Ty = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
 

@@ -1,11 +1,13 @@
 """How steady is a speed ratio from one run of bench_training.py?
 
-    python benchmarks/ratio_noise.py                 # 40 rounds, 1 and 2 threads, ~3 minutes
+    python benchmarks/ratio_noise.py                 # 40 rounds, 1 and 2 threads, about 2 minutes
     python benchmarks/ratio_noise.py --rounds 10 --threads 1
 
 Times SimpleConvNet's "cnnlib default" against PyTorch (against the classic
-im2col network without PyTorch) for many rounds, exactly as bench_training.py
-does, then cuts the rounds into every run of ``w`` consecutive rounds (what
+im2col network without PyTorch) for many rounds with
+bench_training.run_benchmarks, one thread count at a time and only those two
+turns per round (the benchmark has more turns per round, so its paired turns
+are further apart), then cuts the rounds into every run of ``w`` consecutive rounds (what
 one run of the benchmark with ``--reps w`` would have seen) and estimates the
 ratio from each run in two ways:
 
