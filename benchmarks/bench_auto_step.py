@@ -3,8 +3,9 @@
 
 For networks and batch sizes from tens of MFLOP to GFLOPs per step, it times
 training steps of the whole batch on one thread (``ParallelStep(1)``: the
-plain step, one BLAS thread) against the batch split over two threads
-(``ParallelStep(2)``, one BLAS thread each), in interleaved rounds, and prints
+plain step, one BLAS thread) against the batch split over two cores as
+auto_step splits it (``parallel.split_step``: two processes, or two threads
+for a network with batch norm; one BLAS thread each), in interleaved rounds, and prints
 the step's FLOPs (``parallel.training_flops``), its batch-norm layers, the
 speed of the split step over one thread, and what ``auto_step`` picks on two
 cores. A pick is "right" if it is the faster way, or within 5 % of it.
@@ -60,7 +61,7 @@ def measure(build, X, y, batch, rounds=5, settle=0.1, seconds=0.25):
     """Median ms per step of one thread and of the split batch, interleaved rounds."""
     net = build()
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.01)
-    ways = {"one thread": parallel.ParallelStep(1), "split": parallel.ParallelStep(2)}
+    ways = {"one thread": parallel.ParallelStep(1), "split": parallel.split_step(2, net)}
     n_batches, k = len(X) // batch, 0
 
     def step(way):
@@ -106,7 +107,7 @@ def run(cases=CASES, rounds=5, settle=0.1, seconds=0.25, data=None):
         pick.close()
         ms = measure(build, Xc, y, batch, rounds, settle, seconds)
         gain = ms["one thread"] / ms["split"]
-        split = pick.threads == 2
+        split = not (isinstance(pick, parallel.ParallelStep) and pick.threads == 1)
         rows.append(dict(label=label, batch=batch, mflop=flops / 1e6, batch_norms=norms,
                          one_ms=ms["one thread"], split_ms=ms["split"], gain=gain,
                          pick="split" if split else "one thread",

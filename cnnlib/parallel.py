@@ -1,6 +1,7 @@
-"""Data parallelism: one training step, the batch split over threads.
+"""Data parallelism: one training step, the batch split over threads or processes.
 
-``ParallelStep(threads)`` is a drop-in for ``cnnlib.train.train_step``::
+``ParallelStep(threads)`` and ``ProcessStep(processes)`` are drop-ins for
+``cnnlib.train.train_step``::
 
     with ParallelStep(2) as step:
         fit(net, loss_fn, optimizer, X, y, step=step)
@@ -32,16 +33,41 @@ Most layers treat each sample on its own in training and say so
   the seed (the masks differ from an unsplit step's, their distribution not).
 
 Any other layer that is not per-sample is refused.
+
+``ProcessStep`` splits the batch the same way, with the same parts, shares
+and dropout seeds, so its numbers are ParallelStep's bit for bit; but every
+part after the first runs in a worker process of its own, forked at the
+first step, so no part waits for another's Python code (the GIL). The
+weights live in memory shared with the workers; each worker sends back its
+gradients through shared memory too. Linux only (it needs ``fork``); batch
+norm, whose parts exchange sums in the middle of a pass, stays with threads.
 """
 import copy
+import gc
+import mmap
 import os
+import pickle
+import signal
+import struct
+import sys
 import threading
+import time
+import traceback
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-__all__ = ["ParallelStep", "auto_step", "training_flops", "usable_cores"]
+__all__ = ["ParallelStep", "ProcessStep", "auto_step", "split_step", "training_flops",
+           "usable_cores", "can_fork"]
+
+
+def can_fork():
+    """Whether ProcessStep can run here: Linux, where ``os.fork`` is safe with
+    NumPy and its BLAS (macOS has fork, but its system libraries are not safe
+    to use in a forked child)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
 def usable_cores():
@@ -90,18 +116,22 @@ def training_flops(net, batch):
 def auto_step(cores=None, net=None, batch=None):
     """The training step ``cnnlib.train.fit`` uses by default.
 
-    On two or more cores a ParallelStep with one thread per core (one BLAS
-    thread each), if the step has enough work to pay for the threads: at
-    least SPLIT_MIN_FLOPS (training_flops of ``net`` on ``batch``), plus
-    SPLIT_FLOPS_PER_BATCH_NORM for every batch-norm layer. A smaller step
-    runs whole on one thread, with one BLAS thread (``ParallelStep(1)``).
-    On one core, or without ``net`` and ``batch``, nothing is counted: the
-    plain train_step on one core, the split step on more.
+    On two or more cores the batch split over the cores, one part per core
+    (one BLAS thread each), if the step has enough work to pay for the split:
+    at least SPLIT_MIN_FLOPS (training_flops of ``net`` on ``batch``), plus
+    SPLIT_FLOPS_PER_BATCH_NORM for every batch-norm layer. The parts run in
+    processes (``ProcessStep``) where ``can_fork()`` and the network has no
+    batch norm, else in threads (``ParallelStep``); the numbers are the same
+    either way. A smaller step runs whole on one thread, with one BLAS
+    thread (``ParallelStep(1)``). On one core, or without ``net`` and
+    ``batch``, nothing is counted: the plain train_step on one core, the
+    split step in threads on more.
 
     Why these choices, measured on 2 cores (README.md, Performance): the
     split batch was the fastest choice for large steps on idle cores and lost
     least when another program took a core; several BLAS threads per step
-    slowed down badly then (one thread on one core was faster still)."""
+    slowed down badly then (one thread on one core was faster still); worker
+    processes beat threads by the time the parts spent waiting for the GIL."""
     from .train import train_step  # train imports this module
     cores = usable_cores() if cores is None else cores
     if cores < 2:
@@ -110,7 +140,51 @@ def auto_step(cores=None, net=None, batch=None):
         exchanges = sum(hasattr(layer, "gather_parts") for layer in net.layers)
         if training_flops(net, batch) < SPLIT_MIN_FLOPS + SPLIT_FLOPS_PER_BATCH_NORM * exchanges:
             return ParallelStep(1)
+        return split_step(cores, net)
     return ParallelStep(cores)
+
+
+def split_step(cores, net):
+    """The batch of ``net`` split over ``cores`` parts, as auto_step splits it:
+    a ProcessStep where ``can_fork()`` and no layer of ``net`` is batch norm
+    (whose parts must exchange sums within a pass), else a ParallelStep."""
+    if can_fork() and not any(hasattr(layer, "gather_parts") for layer in net.layers):
+        return ProcessStep(cores)
+    return ParallelStep(cores)
+
+
+def _run_part(net, loss_fn, xb, yb, share):
+    """Forward and backward of one part of a split batch: (loss, number correct)."""
+    logits = net.forward(xb, training=True)
+    loss = loss_fn.forward(logits, yb)
+    # The loss is the mean over this part; scaled by the part's share of the
+    # batch, the gradients just add up to those of the whole batch.
+    dlogits = loss_fn.backward()
+    net.backward(dlogits * dlogits.dtype.type(share))
+    return loss, int((logits.argmax(axis=1) == yb).sum())
+
+
+def _parts(n, k):
+    """k fixed parts of a batch of n, as equal as possible: (slices, shares)."""
+    bounds = [n * i // k for i in range(k + 1)]
+    return ([slice(a, b) for a, b in zip(bounds, bounds[1:])],
+            [(b - a) / n for a, b in zip(bounds, bounds[1:])])
+
+
+def _limit_blas(blas, threads):
+    """Limit BLAS to ``threads`` threads per call, once, until blas["limits"] is restored."""
+    if blas["limits"] is None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError as err:
+            raise ImportError("the split step limits BLAS threads with threadpoolctl: "
+                              "python -m pip install threadpoolctl") from err
+        blas["limits"] = threadpool_limits(limits=threads, user_api="blas")
+
+
+def _check_batch(who, xb, yb):
+    if len(xb) != len(yb):
+        raise ValueError(f"{who}: xb has {len(xb)} samples but yb has {len(yb)}")
 
 
 class ParallelStep:
@@ -155,13 +229,7 @@ class ParallelStep:
         self.close()
 
     def _limit_blas(self):
-        if self._blas["limits"] is None:
-            try:
-                from threadpoolctl import threadpool_limits
-            except ImportError as err:
-                raise ImportError("ParallelStep limits BLAS threads with threadpoolctl: "
-                                  "python -m pip install threadpoolctl") from err
-            self._blas["limits"] = threadpool_limits(limits=self.blas_threads, user_api="blas")
+        _limit_blas(self._blas, self.blas_threads)
 
     @staticmethod
     def _replica(net):
@@ -202,31 +270,22 @@ class ParallelStep:
     @staticmethod
     def _run(net, loss_fn, xb, yb, share, gathers):
         try:
-            logits = net.forward(xb, training=True)
-            loss = loss_fn.forward(logits, yb)
-            # The loss is the mean over this part; scaled by the part's share of
-            # the batch, the gradients just add up to those of the whole batch.
-            dlogits = loss_fn.backward()
-            net.backward(dlogits * dlogits.dtype.type(share))
+            return _run_part(net, loss_fn, xb, yb, share)
         except BaseException:
             for gather in gathers:                  # no part may wait for this one forever
                 gather.barrier.abort()
             raise
-        return loss, int((logits.argmax(axis=1) == yb).sum())
 
     def __call__(self, net, loss_fn, optimizer, xb, yb):
         if not self._finalizer.alive:
             raise RuntimeError("ParallelStep: this step was closed; make a new one")
-        if len(xb) != len(yb):
-            raise ValueError(f"ParallelStep: xb has {len(xb)} samples but yb has {len(yb)}")
+        _check_batch("ParallelStep", xb, yb)
         k = min(self.threads, len(xb))
         if k == 1:                            # nothing to split: the plain step, BLAS limited
             from .train import train_step  # train imports this module
             self._limit_blas()
             return train_step(net, loss_fn, optimizer, xb, yb)
-        bounds = [len(xb) * i // k for i in range(k + 1)]     # fixed parts, as equal as possible
-        parts = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-        shares = [(b - a) / len(xb) for a, b in zip(bounds, bounds[1:])]
+        parts, shares = _parts(len(xb), k)
         nets = [net] + [self._replica(net) for _ in parts[1:]]
         gathers = self._split_layers(nets)
         self._limit_blas()
@@ -259,6 +318,321 @@ class ParallelStep:
                     g += twin.layers[i].grads[name]
         optimizer.step()
         return loss, sum(result[1] for result in results)
+
+
+class ProcessStep:
+    """``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)``,
+    like train_step, with the batch split over ``processes`` processes: this
+    one runs the first part, forked worker processes the others.
+
+    The parts, their shares and the dropout seeds are ParallelStep's, and
+    each part computes what a ParallelStep thread does, so the numbers match
+    ParallelStep(processes) bit for bit. What differs is that the parts share
+    no interpreter: a thread of a ParallelStep runs Python only while it holds
+    the GIL, and waits for it while the other thread runs Python between
+    NumPy calls; a process never waits.
+
+    How a step goes. At the first step the weights are moved into memory
+    shared with the workers (each ``layer.params[name]`` becomes a view of
+    it), and the workers are forked: each holds a copy of the network, the
+    loss and everything else, its weights in the shared memory. Then at every
+    step this process copies each worker's part of the batch into shared
+    memory and tells the worker to go (a byte through a pipe), runs its own
+    part, waits for the workers, adds their gradients (in shared memory too)
+    to its own in part order, and lets the optimizer update the shared
+    weights in place, where the workers see them.
+
+    So change the network or the loss only between steps of different
+    ProcessSteps (fit makes one per call); a layer's weights may be replaced
+    (``layer.params[name] = ...``) between steps: the workers are forked anew.
+    ``close()`` (also leaving a ``with`` block, or garbage collection) stops
+    the workers, moves the weights back into the arrays they started in and
+    restores BLAS's thread count. An error in a worker is raised here; an
+    interrupt (Ctrl-C) stops the workers, and the next step starts new ones.
+    Linux only (``can_fork()``); batch norm needs ParallelStep.
+    """
+
+    def __init__(self, processes=2, blas_threads=1):
+        for name, value in (("processes", processes), ("blas_threads", blas_threads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ProcessStep: {name} must be a positive integer, got {value!r}")
+        if not can_fork():
+            raise OSError(f"ProcessStep needs Linux (os.fork), this is {sys.platform}; "
+                          "use ParallelStep, which splits the batch over threads")
+        self.processes, self.blas_threads = processes, blas_threads
+        self._state = {"limits": None, "team": None}
+        self._finalizer = weakref.finalize(self, ProcessStep._shutdown, self._state)
+
+    def __repr__(self):
+        return f"ProcessStep(processes={self.processes}, blas_threads={self.blas_threads})"
+
+    @staticmethod
+    def _shutdown(state):
+        if state["team"] is not None:
+            state["team"].stop()
+            state["team"] = None
+        if state["limits"] is not None:
+            state["limits"].restore_original_limits()
+            state["limits"] = None
+
+    def close(self):
+        """Stop the workers, put the weights back in their own arrays, restore BLAS."""
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _team_for(self, net, loss_fn, xb, yb):
+        """The workers for this network, loss and kind of batch: the running
+        team if it still fits, else a new one."""
+        team = self._state["team"]
+        if team is not None and not team.fits(net, loss_fn, xb, yb):
+            team.stop()
+            team = self._state["team"] = None
+        if team is None:
+            _limit_blas(self._state, self.blas_threads)     # before the fork: the workers inherit it
+            team = self._state["team"] = _Team(net, loss_fn, xb, yb, self.processes - 1)
+        return team
+
+    def __call__(self, net, loss_fn, optimizer, xb, yb):
+        if not self._finalizer.alive:
+            raise RuntimeError("ProcessStep: this step was closed; make a new one")
+        _check_batch("ProcessStep", xb, yb)
+        k = min(self.processes, len(xb))
+        if k == 1:                            # nothing to split: the plain step, BLAS limited
+            from .train import train_step  # train imports this module
+            _limit_blas(self._state, self.blas_threads)
+            return train_step(net, loss_fn, optimizer, xb, yb)
+        parts, shares = _parts(len(xb), k)
+        team = self._team_for(net, loss_fn, xb, yb)
+        try:
+            results = team.run(net, loss_fn, xb, yb, parts, shares)
+        except BaseException as err:
+            if team.broken or not isinstance(err, Exception):     # an interrupt, a lost worker
+                self._state["team"] = None
+                team.stop()
+            raise
+        loss = sum(share * result[0] for share, result in zip(shares, results))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss}; the weights were not updated "
+                                     "(try a lower learning rate)")
+        team.add_gradients(net, len(parts) - 1)
+        optimizer.step()
+        return loss, sum(result[1] for result in results)
+
+
+# The pipe ends this process holds to talk to its workers, of every ProcessStep.
+_PARENT_ENDS = set()
+
+
+def _shared_arrays(arrays):
+    """Zeroed arrays like ``arrays`` (shape, dtype) in one block of memory
+    shared with processes forked later (an anonymous shared mapping)."""
+    sizes = [(int(np.prod(shape)), np.dtype(dtype)) for shape, dtype in arrays]
+    starts, end = [], 0
+    for count, dtype in sizes:
+        starts.append(end)
+        end += -(-count * dtype.itemsize // 64) * 64             # each array on its own cache lines
+    block = mmap.mmap(-1, max(end, 1))
+    return [np.frombuffer(block, dtype, count, start).reshape(shape)
+            for (shape, _), (count, dtype), start in zip(arrays, sizes, starts)]
+
+
+def _read(fd, n):
+    """Exactly n bytes from a pipe, or fewer if the other end closed it."""
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class _Team:
+    """The worker processes of a ProcessStep, and the memory they share with it."""
+
+    def __init__(self, net, loss_fn, xb, yb, workers):
+        self.net, self.loss_fn, self.layers = net, loss_fn, list(net.layers)
+        self.sample, self.capacity = (xb.shape[1:], xb.dtype, yb.dtype), -(-len(xb) // 2)
+        self.dropouts = []
+        for layer in net.layers:
+            if hasattr(layer, "gather_parts"):
+                raise ValueError(f"ProcessStep: {layer!r} exchanges batch statistics between the "
+                                 "parts of a batch, which needs threads; use ParallelStep")
+            if not layer.per_sample:
+                if not isinstance(getattr(layer, "rng", None), np.random.Generator):
+                    raise ValueError(f"ProcessStep: {layer!r} does not treat each sample on its own "
+                                     "in training and offers no way to split it; train this network "
+                                     "with cnnlib.train.train_step")
+                self.dropouts.append(layer)
+        self.keys = [(layer, name) for layer in net.layers for name in layer.params]
+        self.own = [layer.params[name] for layer, name in self.keys]     # given back at stop()
+        self.shared = _shared_arrays([(p.shape, p.dtype) for p in self.own])
+        for (layer, name), own, shared in zip(self.keys, self.own, self.shared):
+            shared[...] = own
+            layer.params[name] = shared
+        self.broken, self.workers = False, []
+        try:
+            for _ in range(workers):
+                self.workers.append(self._fork(net, loss_fn))
+        except BaseException:
+            self.stop()
+            raise
+
+    def fits(self, net, loss_fn, xb, yb):
+        return (net is self.net and loss_fn is self.loss_fn and list(net.layers) == self.layers
+                and (xb.shape[1:], xb.dtype, yb.dtype) == self.sample and len(xb) <= 2 * self.capacity
+                and all(layer.params.get(name) is shared
+                        for (layer, name), shared in zip(self.keys, self.shared)))
+
+    def _fork(self, net, loss_fn):
+        x_shape, x_dtype, y_dtype = self.sample
+        worker = {"x": _shared_arrays([((self.capacity,) + x_shape, x_dtype)])[0],
+                  "y": _shared_arrays([((self.capacity,), y_dtype)])[0],
+                  "seeds": _shared_arrays([((len(self.dropouts),), np.int64)])[0],
+                  "result": _shared_arrays([((2,), np.float64)])[0],
+                  "grads": _shared_arrays([(p.shape, p.dtype) for p in self.shared])}
+        go_read, go_write = os.pipe()
+        done_read, done_write = os.pipe()
+        unfreeze, pid = gc.get_freeze_count() == 0, None
+        gc.freeze()                  # the child never collects (and finalises) the parent's garbage
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns that forking a process with threads may
+                # deadlock a child that takes a lock another thread held; the
+                # child runs only this network and NumPy, never prints
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        finally:
+            if pid != 0 and unfreeze:
+                gc.unfreeze()
+        if pid == 0:                                          # the worker
+            try:
+                # every other worker's pipe ends: a worker must see its pipe
+                # close when the parent closes it, so no other process may hold it
+                for fd in _PARENT_ENDS | {go_write, done_read}:
+                    os.close(fd)
+                self._serve(net, loss_fn, worker, go_read, done_write)
+            finally:
+                os._exit(0)
+        os.close(go_read)
+        os.close(done_write)
+        _PARENT_ENDS.update((go_write, done_read))
+        worker.update(pid=pid, go=go_write, done=done_read)
+        return worker
+
+    def _serve(self, net, loss_fn, worker, go, done):
+        """The worker's loop: a part per message, until the pipe closes."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)          # an interrupt is the parent's to handle
+        sys.stdout = sys.stderr = open(os.devnull, "w")       # the parent's streams may be Jupyter's
+        warnings.simplefilter("ignore")
+        while True:
+            message = _read(go, 16)
+            if len(message) < 16:
+                return
+            n, share = struct.unpack("<qd", message)
+            try:
+                for layer, seed in zip(self.dropouts, worker["seeds"]):
+                    layer.rng = np.random.default_rng(int(seed))
+                loss, correct = _run_part(net, loss_fn, worker["x"][:n], worker["y"][:n], share)
+                for (layer, name), grad in zip(self.keys, worker["grads"]):
+                    grad[...] = layer.grads[name]
+                worker["result"][:] = loss, correct
+                os.write(done, b"k")
+            except BaseException as err:
+                err.add_note("(raised in a ProcessStep worker process:\n"
+                             + "".join(traceback.format_tb(err.__traceback__)) + ")")
+                try:
+                    payload = pickle.dumps(err)
+                except Exception:
+                    payload = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
+                os.write(done, b"e" + struct.pack("<q", len(payload)) + payload)
+
+    def run(self, net, loss_fn, xb, yb, parts, shares):
+        """Every part's (loss, number correct); the workers' gradients wait in shared memory."""
+        busy = self.workers[:len(parts) - 1]
+        for i, layer in enumerate(self.dropouts):             # drawn as ParallelStep draws them
+            for worker, seed in zip(busy, layer.rng.integers(2**63, size=len(busy))):
+                worker["seeds"][i] = seed
+        for worker, part, share in zip(busy, parts[1:], shares[1:]):
+            n = part.stop - part.start
+            worker["x"][:n] = xb[part]
+            worker["y"][:n] = yb[part]
+            try:
+                os.write(worker["go"], struct.pack("<qd", n, share))
+            except BrokenPipeError:
+                raise self._lost(worker) from None
+        try:
+            own = _run_part(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0])
+        finally:
+            replies = [self._reply(worker) for worker in busy]   # every part ends first
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return [own] + replies
+
+    def _reply(self, worker):
+        status = _read(worker["done"], 1)
+        if status == b"k":
+            loss, correct = worker["result"]
+            return float(loss), int(correct)
+        if status == b"e":
+            size, = struct.unpack("<q", _read(worker["done"], 8))
+            return pickle.loads(_read(worker["done"], size))      # from our own child
+        return self._lost(worker)
+
+    def _lost(self, worker):
+        self.broken = True
+        return RuntimeError(f"ProcessStep: worker process {worker['pid']} ended unexpectedly "
+                            "(killed, or out of memory?); the next step starts new workers")
+
+    def add_gradients(self, net, used):
+        for i, (layer, name) in enumerate(self.keys):        # the sum, in part order
+            for worker in self.workers[:used]:
+                layer.grads[name] += worker["grads"][i]
+
+    def stop(self):
+        """End the workers and give the layers back their own weight arrays."""
+        for worker in self.workers:
+            os.close(worker["go"])                             # the worker reads the end of its pipe
+            if self.broken:
+                _kill(worker["pid"])
+        for worker in self.workers:
+            _reap(worker["pid"])
+            os.close(worker["done"])
+            _PARENT_ENDS.difference_update((worker["go"], worker["done"]))
+        self.workers = []
+        for (layer, name), own, shared in zip(self.keys, self.own, self.shared):
+            if layer.params.get(name) is shared:
+                own[...] = shared
+                layer.params[name] = own
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid, seconds=10.0):
+    """Wait for a worker to exit (it finishes its part first), killing it after ``seconds``."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > end:
+            _kill(pid)
+            end = float("inf")
+        time.sleep(0.001)
 
 
 class _Gather:

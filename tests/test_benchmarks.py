@@ -168,9 +168,11 @@ def test_the_default_row_is_what_fit_picks():
     for name in ("SimpleConvNet", "8-filter net"):
         step = bench.make_stepper("cnnlib default", name, X, y, 100, 2)
         step(0)
-        picked[name] = step.close.__self__.threads
+        picked[name] = repr(step.close.__self__)
         step.close()
-    assert picked == {"SimpleConvNet": 2, "8-filter net": 1}
+    split = "ProcessStep(processes=2" if bench.parallel.can_fork() else "ParallelStep(threads=2"
+    assert picked == {"SimpleConvNet": split + ", blas_threads=1)",
+                      "8-filter net": "ParallelStep(threads=1, blas_threads=1)"}
 
 
 def test_ratio_noise_cuts_the_rounds_into_runs_and_estimates_both_ways():

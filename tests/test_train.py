@@ -350,16 +350,18 @@ def test_auto_step_splits_only_a_step_with_enough_work():
 
     def pick(cores, net=None, batch=None):
         step = parallel.auto_step(cores, net, batch)
-        chosen.append(getattr(step, "threads", "train_step"))
+        chosen.append((type(step).__name__, getattr(step, "threads", getattr(step, "processes", None))))
         getattr(step, "close", lambda: None)()
     pick(1, nets.SimpleConvNet(), images)                  # one core: the plain step
-    pick(2)                                                # nothing to count: split
-    pick(2, nets.SimpleConvNet(), images)                  # 433 MFLOP: split
+    pick(2)                                                # nothing to count: split, threads
+    pick(2, nets.SimpleConvNet(), images)                  # 433 MFLOP: split, processes
     pick(2, nets.SimpleConvNet(), images[:16])             # 69 MFLOP: one thread
-    pick(4, mlp(10), flat)                                 # 436 MFLOP: split
+    pick(4, mlp(10), flat)                                 # 436 MFLOP: split, processes
     pick(4, mlp(10, batchnorm=True), flat)                 # the same, with 9 batch norms: one thread
-    pick(2, mlp(10, batchnorm=True), np.zeros((256, 784), np.float32))   # 1.1 GFLOP: split
-    assert chosen == ["train_step", 2, 2, 1, 4, 1, 2]
+    pick(2, mlp(10, batchnorm=True), np.zeros((256, 784), np.float32))   # 1.1 GFLOP: split, threads
+    processes = "ProcessStep" if parallel.can_fork() else "ParallelStep"      # Linux: processes
+    assert chosen == [("function", None), ("ParallelStep", 2), (processes, 2), ("ParallelStep", 1),
+                      (processes, 4), ("ParallelStep", 1), ("ParallelStep", 2)]
 
 
 def test_a_one_thread_parallel_step_is_train_step_with_one_blas_thread():

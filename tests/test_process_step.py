@@ -1,0 +1,246 @@
+"""ProcessStep: the batch split over forked worker processes gives
+ParallelStep's numbers bit for bit, train_step's to float rounding, and
+fails, stops and restarts cleanly."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from cnnlib import layers as L
+from cnnlib import losses, nets, optim, parallel, train
+
+pytestmark = pytest.mark.skipif(not parallel.can_fork(), reason="ProcessStep needs Linux (fork)")
+
+
+def toy_images(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(0, 0.3, (n, 1, 8, 8)).astype(np.float32)
+    x[y == 0, :, :, :4] += 1
+    x[y == 1, :, :, 4:] += 1
+    return x, y
+
+
+def small_net(seed=0, fast=True):
+    return nets.SimpleConvNet((1, 8, 8), filters=4, kernel_size=3, hidden=8, n_classes=2, seed=seed,
+                              fast=fast)
+
+
+def dropout_net():
+    return nets.Sequential([L.Flatten(), L.Dense(64, 32, rng=0), L.ReLU(), L.Dropout(0.5, rng=7),
+                            L.Dense(32, 2, rng=1)])
+
+
+def weights(net):
+    return [store[name].copy() for _, store, name in net.named_arrays()]
+
+
+def child_pids(step):
+    team = step._state["team"]
+    return [] if team is None else [worker["pid"] for worker in team.workers]
+
+
+def alive(pid):
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == 0
+
+
+@pytest.mark.parametrize("processes,batch", [(2, 32), (2, 7), (3, 10), (3, 2)])
+def test_process_step_equals_train_step(processes, batch):
+    """Loss, count, gradients and the update equal the unsplit step's (float64)."""
+    x, y = toy_images(batch, 6)
+    x = x.astype(np.float64)
+    ref_net, got_net = (small_net(seed=2).astype(np.float64) for _ in range(2))
+    ref = train.train_step(ref_net, losses.SoftmaxCrossEntropy(), optim.SGD(ref_net, 0.1), x, y)
+    with parallel.ProcessStep(processes) as step:
+        got = step(got_net, losses.SoftmaxCrossEntropy(), optim.SGD(got_net, 0.1), x, y)
+    assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-12)
+    for a, b in zip(ref_net.layers, got_net.layers):
+        for k in a.grads:
+            np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("make_net,make_opt", [
+    (lambda: small_net(), lambda net: optim.Momentum(net, 0.05)),
+    (lambda: small_net(fast=False), lambda net: optim.Adam(net, 0.01)),
+    (dropout_net, lambda net: optim.SGD(net, 0.1)),
+])
+def test_process_step_is_parallel_step_bit_for_bit(make_net, make_opt):
+    """The same parts, shares, dropout seeds and order of sums as the threads:
+    a whole fit (float32, last batch shorter) gives identical losses and weights."""
+    x, y = toy_images(90, 1)
+    runs = []
+    for make_step in (parallel.ParallelStep, parallel.ProcessStep):
+        net = make_net()
+        with make_step(2) as step:
+            hist = train.fit(net, losses.SoftmaxCrossEntropy(), make_opt(net), x, y, epochs=2,
+                             batch_size=32, progress=False, step=step)
+        runs.append((hist["batch_loss"], hist["acc"], weights(net)))
+    assert runs[0][:2] == runs[1][:2]
+    for a, b in zip(runs[0][2], runs[1][2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_are_shared_while_training_and_given_back_at_close():
+    net = small_net()
+    own = [store[name] for _, store, name in net.named_arrays()]
+    x, y = toy_images(16, 0)
+    step = parallel.ProcessStep(2)
+    step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+    pids = child_pids(step)
+    assert len(pids) == 1 and all(alive(pid) for pid in pids)
+    shared = [store[name] for _, store, name in net.named_arrays()]
+    assert not any(a is b for a, b in zip(own, shared))
+    trained = [a.copy() for a in shared]
+    step.close()
+    assert not any(alive(pid) for pid in pids)
+    back = [store[name] for _, store, name in net.named_arrays()]
+    assert all(a is b for a, b in zip(own, back))              # the arrays the network started with
+    for a, b in zip(back, trained):                             # holding the trained values
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="closed"):
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+    step.close()                                                # closing twice is harmless
+
+
+def test_new_workers_for_another_network_or_replaced_weights():
+    x, y = toy_images(16, 0)
+    loss_fn = losses.SoftmaxCrossEntropy()
+    with parallel.ProcessStep(2) as step:
+        a = small_net(seed=1)
+        opt_a = optim.SGD(a, 0.1)
+        step(a, loss_fn, opt_a, x, y)
+        first = child_pids(step)
+        step(a, loss_fn, opt_a, x, y)
+        assert child_pids(step) == first                        # the same team, step after step
+        b, ref = small_net(seed=2), small_net(seed=2)
+        got = step(b, loss_fn, optim.SGD(b, 0.1), x, y)         # another network: a new team
+        want = train.train_step(ref, loss_fn, optim.SGD(ref, 0.1), x, y)
+        assert child_pids(step) != first and not alive(first[0])
+        assert got[1] == want[1] and got[0] == pytest.approx(want[0], rel=1e-5)
+        # weights replaced between steps (as io.load or a user may): the workers must see them
+        second = child_pids(step)
+        b.layers[-1].params["W"] = np.zeros_like(b.layers[-1].params["W"])
+        c = small_net(seed=2)
+        train.train_step(c, loss_fn, optim.SGD(c, 0.1), x, y)
+        c.layers[-1].params["W"] = np.zeros_like(c.layers[-1].params["W"])
+        got = step(b, loss_fn, optim.SGD(b, 0.1), x, y)
+        want = train.train_step(c, loss_fn, optim.SGD(c, 0.1), x, y)
+        assert child_pids(step) != second
+        assert got[1] == want[1] and got[0] == pytest.approx(want[0], rel=1e-5)
+
+
+class FailOnLabel(L.Layer):
+    """A per-sample layer that raises on a batch holding a marked sample (x > 50)."""
+    per_sample = True
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def forward(self, x, training=True):
+        if (x > 50).any():
+            raise self.error
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+@pytest.mark.parametrize("where", ["worker", "this process"])
+def test_an_error_in_a_part_is_raised_here_and_the_step_goes_on(where):
+    net = nets.Sequential([FailOnLabel(ValueError("bad sample")), L.Flatten(), L.Dense(64, 2, rng=0)])
+    x, y = toy_images(16, 0)
+    bad = x.copy()
+    bad[12 if where == "worker" else 3] = 99.0                 # the second half goes to the worker
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
+    before = weights(net)
+    with parallel.ProcessStep(2) as step:
+        with pytest.raises(ValueError, match="bad sample") as info:
+            step(net, loss_fn, opt, bad, y)
+        if where == "worker":
+            assert "ProcessStep worker" in "".join(getattr(info.value, "__notes__", []))
+        for a, b in zip(before, weights(net)):                  # no update
+            np.testing.assert_array_equal(a, b)
+        pids = child_pids(step)
+        loss, _ = step(net, loss_fn, opt, x, y)                 # the same workers carry on
+        assert child_pids(step) == pids and np.isfinite(loss)
+
+
+def test_a_killed_worker_is_reported_and_replaced():
+    net = small_net()
+    x, y = toy_images(16, 0)
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
+    with parallel.ProcessStep(2) as step:
+        step(net, loss_fn, opt, x, y)
+        pid, = child_pids(step)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="ended unexpectedly"):
+            step(net, loss_fn, opt, x, y)
+        assert step._state["team"] is None
+        assert isinstance(net.layers[0].params["W"], np.ndarray)
+        loss, _ = step(net, loss_fn, opt, x, y)                 # a new worker
+        assert np.isfinite(loss) and child_pids(step) != [pid]
+
+
+def test_an_interrupt_stops_the_workers_and_the_next_step_starts_new_ones():
+    net = nets.Sequential([FailOnLabel(KeyboardInterrupt()), L.Flatten(), L.Dense(64, 2, rng=0)])
+    x, y = toy_images(16, 0)
+    bad = x.copy()
+    bad[0] = 99.0                                               # this process's part: Ctrl-C here
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
+    with parallel.ProcessStep(2) as step:
+        step(net, loss_fn, opt, x, y)
+        pids = child_pids(step)
+        with pytest.raises(KeyboardInterrupt):
+            step(net, loss_fn, opt, bad, y)
+        assert step._state["team"] is None and not alive(pids[0])
+        step(net, loss_fn, opt, x, y)
+        assert child_pids(step) and child_pids(step) != pids
+
+
+def test_a_non_finite_loss_stops_before_the_update():
+    net = small_net()
+    x, y = toy_images(16, 0)
+    before = weights(net)
+    with parallel.ProcessStep(2) as step, pytest.raises(FloatingPointError, match="not updated"), \
+            np.errstate(all="ignore"):
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), np.full_like(x, np.inf), y)
+    for a, b in zip(before, weights(net)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_and_unsplittable_layers_are_refused_with_the_way_out():
+    x, y = toy_images(8, 0)
+    bn = nets.Sequential([L.Flatten(), L.Dense(64, 8, rng=0), L.BatchNorm1D(8), L.Dense(8, 2, rng=1)])
+    with parallel.ProcessStep(2) as step, pytest.raises(ValueError, match="use ParallelStep"):
+        step(bn, losses.SoftmaxCrossEntropy(), optim.SGD(bn, 0.1), x, y)
+
+    class WholeBatch(FailOnLabel):
+        per_sample = False
+    odd = nets.Sequential([WholeBatch(None), L.Flatten(), L.Dense(64, 2, rng=0)])
+    with parallel.ProcessStep(2) as step, pytest.raises(ValueError, match="train_step"):
+        step(odd, losses.SoftmaxCrossEntropy(), optim.SGD(odd, 0.1), x, y)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            parallel.ProcessStep(bad)
+
+
+def test_auto_step_picks_processes_without_batch_norm_and_threads_with_it():
+    images = np.zeros((100, 1, 28, 28), np.float32)
+    flat = np.zeros((256, 784), np.float32)
+    bn_mlp = nets.Sequential([L.Dense(784, 256, rng=0), L.BatchNorm1D(256), L.ReLU()] * 1
+                             + [L.Dense(256, 256, rng=1), L.BatchNorm1D(256), L.ReLU()] * 8
+                             + [L.Dense(256, 10, rng=2)])
+    picks = []
+    for cores, net, batch in ((2, nets.SimpleConvNet(), images), (2, bn_mlp, flat), (2, None, None)):
+        step = parallel.auto_step(cores, net, batch)
+        picks.append(repr(step))
+        step.close()
+    assert picks == ["ProcessStep(processes=2, blas_threads=1)", "ParallelStep(threads=2, blas_threads=1)",
+                     "ParallelStep(threads=2, blas_threads=1)"]
