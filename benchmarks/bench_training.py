@@ -221,12 +221,14 @@ def make_stepper(impl, name, X, y, batch, threads):
         step_fn = parallel.auto_step(threads, net, X[:batch])
     elif impl == "cnnlib split":        # the batch split over `threads` threads, whatever its size
         step_fn = parallel.ParallelStep(threads)
+    elif impl == "cnnlib processes":    # the batch split over `threads` processes, whatever its size
+        step_fn = parallel.ProcessStep(threads)
     else:
         step_fn = train.train_step
 
     def step(k):
         step_fn(net, loss_fn, opt, *batch_of(k))
-    step.close = getattr(step_fn, "close", lambda: None)      # a ParallelStep: threads, BLAS limit
+    step.close = getattr(step_fn, "close", lambda: None)      # a split step: threads or processes, BLAS limit
     return step
 
 
@@ -539,8 +541,9 @@ class _TwinThread:
 
 
 def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None):
-    """Where the time of a step split over two cores goes (ParallelStep(2),
-    what fit uses there). Milliseconds per step, medians over interleaved rounds:
+    """Where the time of a step split over two cores goes (ProcessStep(2), what
+    fit uses there without batch norm, and ParallelStep(2), with it).
+    Milliseconds per step, medians over interleaved rounds:
 
     * whole: train_step on the whole batch, one thread, the other core idle;
     * half: train_step on half the batch, the other core idle;
@@ -549,7 +552,10 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     * half + thread: the same with a thread of this process instead (they also
       share the GIL: Python between NumPy calls runs one thread at a time);
     * split: ParallelStep(2) on the whole batch (+ splitting, waiting for the
-      slower part, summing the gradients, the update).
+      slower part, summing the gradients, the update);
+    * processes: ProcessStep(2) on the whole batch (+ the same, and the copies
+      through shared memory; no GIL shared); NaN for a network with batch norm,
+      which ProcessStep refuses, or without fork.
 
     The twin process is paused with SIGSTOP between its rounds, so this needs
     a POSIX system; elsewhere that row is NaN.
@@ -559,6 +565,10 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     half = batch // 2
     whole_step, half_step = _stepper("cnnlib", name, X, y, batch, 1), _stepper("cnnlib", name, X, y, half, 1)
     split_step = _stepper("cnnlib split", name, X, y, batch, 2)          # ParallelStep(2)
+    net = build_cnnlib(name)
+    processes_step = None
+    if parallel.can_fork() and isinstance(parallel.split_step(2, net), parallel.ProcessStep):
+        processes_step = _stepper("cnnlib processes", name, X, y, batch, 2)
     twin = _TwinThread(name, X, y, half)
     child = None
     if hasattr(signal, "SIGSTOP"):
@@ -568,7 +578,7 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
             child.kill()
             raise RuntimeError(f"profile_split: the twin process ended early (exit {child.wait()})")
         child.send_signal(signal.SIGSTOP)
-    times = {k: [] for k in ("whole", "half", "half + process", "half + thread", "split")}
+    times = {k: [] for k in ("whole", "half", "half + process", "half + thread", "split", "processes")}
 
     def timed(key, step):
         for _ in range(2):
@@ -585,7 +595,10 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
             keys = list(times)
             for r in range(rounds):
                 for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-                    if key == "half + process":
+                    if key == "processes":
+                        if processes_step is not None:
+                            timed(key, processes_step)
+                    elif key == "half + process":
                         if child is None:
                             continue
                         child.send_signal(signal.SIGCONT)
@@ -603,6 +616,8 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     finally:
         twin.close()
         split_step.close()
+        if processes_step is not None:
+            processes_step.close()
         if child is not None:
             child.kill()
             child.wait()
@@ -619,11 +634,15 @@ def format_split(name, ms, batch=100):
              ms["half + thread"] - ms["half + process"], "the GIL"),
             ("ParallelStep(2), whole batch", ms["split"], ms["split"] - ms["half + thread"],
              "split, wait for the slower part, sum, update")]
+    if ms.get("processes") == ms.get("processes"):               # not NaN: timed
+        rows.append(("ProcessStep(2), whole batch", ms["processes"], ms["processes"] - ms["half + process"],
+                     "split, wait, copies, sum, update (no GIL)"))
     lines = [f"where a step split over 2 cores goes: {name}, batch {batch} = 2 x {half}, "
              "one BLAS thread per part, ms per step (medians):"]
     for label, value, extra, why in rows:
         lines.append(f"  {label:<50} {value:7.2f}" + (f"  {extra:+6.2f}  {why}" if extra is not None else ""))
-    lines.append(f"  2 cores / 1 core: {ms['whole'] / ms['split']:.2f}x "
+    best = min(v for k, v in ms.items() if k in ("split", "processes") and v == v)
+    lines.append(f"  2 cores / 1 core: {ms['whole'] / best:.2f}x, the faster split step "
                  f"(with nothing shared or serial: {ms['whole'] / ms['half']:.2f}x)")
     return "\n".join(lines)
 

@@ -133,11 +133,13 @@ def test_profile_split_runs_every_row_and_formats_them():
     rng = np.random.default_rng(0)
     data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
     ms = bench.profile_split("8-filter net", batch=10, steps=1, rounds=1, data=data)
-    assert set(ms) == {"whole", "half", "half + process", "half + thread", "split"}
-    rows = [ms[k] for k in ms if not (k == "half + process" and sys.platform == "win32")]
+    assert set(ms) == {"whole", "half", "half + process", "half + thread", "split", "processes"}
+    rows = [ms[k] for k in ms if not (k == "half + process" and sys.platform == "win32")
+            and not (k == "processes" and not bench.parallel.can_fork())]
     assert all(0 < v < 10_000 for v in rows)
     text = bench.format_split("8-filter net", ms, batch=10)
     assert "the GIL" in text and "2 cores / 1 core" in text
+    assert ("ProcessStep(2), whole batch" in text) == bench.parallel.can_fork()
 
 
 def test_auto_step_benchmark_times_both_ways_and_judges_the_pick():
