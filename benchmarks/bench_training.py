@@ -540,10 +540,11 @@ class _TwinThread:
         self.thread.join()
 
 
-def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None):
+def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None, settle_seconds=0.1):
     """Where the time of a step split over two cores goes (ProcessStep(2), what
     fit uses there without batch norm, and ParallelStep(2), with it).
-    Milliseconds per step, medians over interleaved rounds:
+    Milliseconds per step, medians over interleaved rounds, each turn after
+    ``settle_seconds`` (at least two steps) of untimed steps, as in run_benchmarks:
 
     * whole: train_step on the whole batch, one thread, the other core idle;
     * half: train_step on half the batch, the other core idle;
@@ -581,8 +582,11 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     times = {k: [] for k in ("whole", "half", "half + process", "half + thread", "split", "processes")}
 
     def timed(key, step):
-        for _ in range(2):
+        settle = time.perf_counter() + settle_seconds      # untimed: the worker back on its own core
+        for k in itertools.count():
             step()
+            if k >= 1 and time.perf_counter() > settle:
+                break
         start = time.perf_counter()
         for _ in range(steps):
             step()

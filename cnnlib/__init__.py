@@ -4,7 +4,7 @@ datasets    Fashion-MNIST and MNIST loaders (offline, checksum-verified)
 functional  convolution and pooling as the notebooks teach them: naive loops, im2col
 layers      Conv2D, MaxPool2D, ReLU, Dense, ... with forward/backward (textbook bodies)
 fast        the fast path: fast tiers, the fused conv -> ReLU -> pool layer (notebook 10)
-parallel    ParallelStep: one training step with the batch split over threads
+parallel    ParallelStep, ProcessStep: one training step, the batch split over threads or processes
 losses      SoftmaxCrossEntropy, BinaryCrossEntropy
 optim       SGD, Momentum, Adam
 nets        Sequential, SimpleConvNet (fast=True fuses conv -> ReLU -> pool)

@@ -337,8 +337,8 @@ class ProcessStep:
     it), and the workers are forked: each holds a copy of the network, the
     loss and everything else, its weights in the shared memory. Then at every
     step this process copies each worker's part of the batch into shared
-    memory and tells the worker to go (a byte through a pipe), runs its own
-    part, waits for the workers, adds their gradients (in shared memory too)
+    memory and tells the worker to go (its part's length and share, 16 bytes
+    through a pipe), runs its own part, waits for the workers, adds their gradients (in shared memory too)
     to its own in part order, and lets the optimizer update the shared
     weights in place, where the workers see them.
 
