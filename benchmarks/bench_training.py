@@ -27,10 +27,11 @@ Implementations (rows of the table):
   BLAS with T threads;
 * ``cnnlib default``: what ``cnnlib.train.fit`` does out of the box on T
   cores, ``cnnlib.parallel.auto_step(T, net, batch)``: train_step for T = 1;
-  for T >= 2 the batch split over T Python threads with one BLAS thread each
-  if the step has enough work to pay for the threads (SimpleConvNet, deep
-  CNN), else the whole batch on one thread with one BLAS thread (8-filter
-  net; ``bench_auto_step.py`` measures the threshold);
+  for T >= 2 the batch split into T parts with one BLAS thread each if the
+  step has enough work to pay for the split (SimpleConvNet: in processes,
+  ProcessStep; the deep CNN, batch norm: in threads, ParallelStep), else the
+  whole batch on one thread with one BLAS thread (8-filter net;
+  ``bench_auto_step.py`` measures the threshold);
 * ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
   ``torch.set_num_threads(T)``.
 
@@ -304,7 +305,7 @@ def paired_ratio(a, b):
 
 
 def _blas_threads_for_turn(impl, threads):
-    """The BLAS thread limit for one turn. A ParallelStep ("cnnlib default" on
+    """The BLAS thread limit for one turn. A split step ("cnnlib default" on
     2 or more threads) limits BLAS to one thread per call from its first step
     until it is closed, process-wide; every other NumPy turn sets its own."""
     if threadpool_limits is None or (impl == "cnnlib default" and threads > 1):
