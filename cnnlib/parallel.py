@@ -187,7 +187,28 @@ def _check_batch(who, xb, yb):
         raise ValueError(f"{who}: xb has {len(xb)} samples but yb has {len(yb)}")
 
 
-class ParallelStep:
+class _SplitStep:
+    """What ParallelStep and ProcessStep share: a step object that holds
+    workers and a BLAS limit until ``close()`` (or the end of a ``with``
+    block, or garbage collection: ``self._finalizer``)."""
+
+    def close(self):
+        """Stop the workers and undo what the step set up (BLAS's thread count;
+        for ProcessStep, the weights' move into shared memory)."""
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_open(self):
+        if not self._finalizer.alive:
+            raise RuntimeError(f"{type(self).__name__}: this step was closed; make a new one")
+
+
+class ParallelStep(_SplitStep):
     """``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)``,
     like train_step, with the batch split over ``threads`` threads.
 
@@ -217,16 +238,6 @@ class ParallelStep:
             blas["limits"] = None
         if pool is not None:
             pool.shutdown()
-
-    def close(self):
-        """Stop the worker threads and restore BLAS's thread count."""
-        self._finalizer()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _limit_blas(self):
         _limit_blas(self._blas, self.blas_threads)
@@ -277,8 +288,7 @@ class ParallelStep:
             raise
 
     def __call__(self, net, loss_fn, optimizer, xb, yb):
-        if not self._finalizer.alive:
-            raise RuntimeError("ParallelStep: this step was closed; make a new one")
+        self._check_open()
         _check_batch("ParallelStep", xb, yb)
         k = min(self.threads, len(xb))
         if k == 1:                            # nothing to split: the plain step, BLAS limited
@@ -320,7 +330,7 @@ class ParallelStep:
         return loss, sum(result[1] for result in results)
 
 
-class ProcessStep:
+class ProcessStep(_SplitStep):
     """``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)``,
     like train_step, with the batch split over ``processes`` processes: this
     one runs the first part, forked worker processes the others.
@@ -375,16 +385,6 @@ class ProcessStep:
             state["limits"].restore_original_limits()
             state["limits"] = None
 
-    def close(self):
-        """Stop the workers, put the weights back in their own arrays, restore BLAS."""
-        self._finalizer()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def _team_for(self, net, loss_fn, xb, yb):
         """The workers for this network, loss and kind of batch: the running
         team if it still fits, else a new one."""
@@ -398,8 +398,7 @@ class ProcessStep:
         return team
 
     def __call__(self, net, loss_fn, optimizer, xb, yb):
-        if not self._finalizer.alive:
-            raise RuntimeError("ProcessStep: this step was closed; make a new one")
+        self._check_open()
         _check_batch("ProcessStep", xb, yb)
         k = min(self.processes, len(xb))
         if k == 1:                            # nothing to split: the plain step, BLAS limited

@@ -1,25 +1,18 @@
 """ProcessStep: the batch split over forked worker processes gives
-ParallelStep's numbers bit for bit, train_step's to float rounding, and
-fails, stops and restarts cleanly."""
+ParallelStep's numbers bit for bit (train_step's to float rounding:
+test_train.py::test_split_step_equals_train_step), and fails, stops and
+restarts cleanly."""
 import os
 import signal
 
 import numpy as np
 import pytest
+from test_train import toy_images
 
 from cnnlib import layers as L
 from cnnlib import losses, nets, optim, parallel, train
 
 pytestmark = pytest.mark.skipif(not parallel.can_fork(), reason="ProcessStep needs Linux (fork)")
-
-
-def toy_images(n, seed):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    x = rng.normal(0, 0.3, (n, 1, 8, 8)).astype(np.float32)
-    x[y == 0, :, :, :4] += 1
-    x[y == 1, :, :, 4:] += 1
-    return x, y
 
 
 def small_net(seed=0, fast=True):
@@ -47,22 +40,6 @@ def alive(pid):
     except ChildProcessError:
         return False
     return done == 0
-
-
-@pytest.mark.parametrize("processes,batch", [(2, 32), (2, 7), (3, 10), (3, 2)])
-def test_process_step_equals_train_step(processes, batch):
-    """Loss, count, gradients and the update equal the unsplit step's (float64)."""
-    x, y = toy_images(batch, 6)
-    x = x.astype(np.float64)
-    ref_net, got_net = (small_net(seed=2).astype(np.float64) for _ in range(2))
-    ref = train.train_step(ref_net, losses.SoftmaxCrossEntropy(), optim.SGD(ref_net, 0.1), x, y)
-    with parallel.ProcessStep(processes) as step:
-        got = step(got_net, losses.SoftmaxCrossEntropy(), optim.SGD(got_net, 0.1), x, y)
-    assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-12)
-    for a, b in zip(ref_net.layers, got_net.layers):
-        for k in a.grads:
-            np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-10, atol=1e-13)
-            np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("make_net,make_opt", [

@@ -98,16 +98,23 @@ def test_dropout_net_is_deterministic_at_inference():
     np.testing.assert_array_equal(train.predict_logits(net, x), train.predict_logits(net, x))
 
 
-@pytest.mark.parametrize("threads,batch", [(2, 32), (2, 7), (3, 10), (1, 8)])
-def test_parallel_step_equals_train_step(threads, batch):
-    """Gradients, loss and update of the split batch equal the unsplit step."""
+SPLIT_STEPS = [parallel.ParallelStep,
+               pytest.param(parallel.ProcessStep, id="ProcessStep",
+                            marks=pytest.mark.skipif(not parallel.can_fork(), reason="needs fork (Linux)"))]
+
+
+@pytest.mark.parametrize("make_step", SPLIT_STEPS)
+@pytest.mark.parametrize("threads,batch", [(2, 32), (2, 7), (3, 10), (3, 2), (1, 8)])
+def test_split_step_equals_train_step(make_step, threads, batch):
+    """Gradients, loss and update of the split batch, in threads or in
+    processes, equal the unsplit step."""
     x, y = toy_images(batch, 6)
     x = x.astype(np.float64)
     nets_ = [small_net(seed=2).astype(np.float64) for _ in range(2)]
     loss_fns = [losses.SoftmaxCrossEntropy() for _ in range(2)]
     opts = [optim.SGD(n, 0.1) for n in nets_]
     ref = train.train_step(nets_[0], loss_fns[0], opts[0], x, y)
-    with parallel.ParallelStep(threads) as step:
+    with make_step(threads) as step:
         got = step(nets_[1], loss_fns[1], opts[1], x, y)
     assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-12)
     for a, b in zip(nets_[0].layers, nets_[1].layers):
