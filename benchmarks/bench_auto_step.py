@@ -4,8 +4,8 @@
 For networks and batch sizes from tens of MFLOP to GFLOPs per step, it times
 training steps of the whole batch on one thread (``ParallelStep(1)``: the
 plain step, one BLAS thread) against the batch split over two cores as
-auto_step splits it (``parallel.split_step``: two processes, or two threads
-for a network with batch norm; one BLAS thread each), in interleaved rounds, and prints
+auto_step splits it (``parallel.split_step``: two processes on Linux, else two
+threads; one BLAS thread each), in interleaved rounds, and prints
 the step's FLOPs (``parallel.training_flops``), its batch-norm layers, the
 speed of the split step over one thread, and what ``auto_step`` picks on two
 cores. A pick is "right" if it is the faster way, or within 5 % of it.
@@ -61,7 +61,7 @@ def measure(build, X, y, batch, rounds=5, settle=0.1, seconds=0.25):
     """Median ms per step of one thread and of the split batch, interleaved rounds."""
     net = build()
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.01)
-    ways = {"one thread": parallel.ParallelStep(1), "split": parallel.split_step(2, net)}
+    ways = {"one thread": parallel.ParallelStep(1), "split": parallel.split_step(2)}
     n_batches, k = len(X) // batch, 0
 
     def step(way):

@@ -543,7 +543,7 @@ class _TwinThread:
 
 def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None, settle_seconds=0.1):
     """Where the time of a step split over two cores goes (ProcessStep(2), what
-    fit uses there without batch norm, and ParallelStep(2), with it).
+    fit uses there on Linux, and ParallelStep(2), in threads).
     Milliseconds per step, medians over interleaved rounds, each turn after
     ``settle_seconds`` (at least two steps) of untimed steps, as in run_benchmarks:
 
@@ -556,8 +556,7 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     * split: ParallelStep(2) on the whole batch (+ splitting, waiting for the
       slower part, summing the gradients, the update);
     * processes: ProcessStep(2) on the whole batch (+ the same, and the copies
-      through shared memory; no GIL shared); NaN for a network with batch norm,
-      which ProcessStep refuses, or without fork.
+      through shared memory; no GIL shared); NaN without fork.
 
     The twin process is paused with SIGSTOP between its rounds, so this needs
     a POSIX system; elsewhere that row is NaN.
@@ -567,10 +566,7 @@ def profile_split(name="SimpleConvNet", batch=100, steps=30, rounds=5, data=None
     half = batch // 2
     whole_step, half_step = _stepper("cnnlib", name, X, y, batch, 1), _stepper("cnnlib", name, X, y, half, 1)
     split_step = _stepper("cnnlib split", name, X, y, batch, 2)          # ParallelStep(2)
-    net = build_cnnlib(name)
-    processes_step = None
-    if parallel.can_fork() and isinstance(parallel.split_step(2, net), parallel.ProcessStep):
-        processes_step = _stepper("cnnlib processes", name, X, y, batch, 2)
+    processes_step = _stepper("cnnlib processes", name, X, y, batch, 2) if parallel.can_fork() else None
     twin = _TwinThread(name, X, y, half)
     child = None
     if hasattr(signal, "SIGSTOP"):

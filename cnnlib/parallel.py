@@ -39,8 +39,9 @@ and dropout seeds, so its numbers are ParallelStep's bit for bit; but every
 part after the first runs in a worker process of its own, forked at the
 first step, so no part waits for another's Python code (the GIL). The
 weights live in memory shared with the workers; each worker sends back its
-gradients through shared memory too. Linux only (it needs ``fork``); batch
-norm, whose parts exchange sums in the middle of a pass, stays with threads.
+gradients through shared memory too, and a batch norm's exchange goes through
+slots in shared memory, the parts meeting through pipes. Linux only (it needs
+``fork``).
 """
 import copy
 import gc
@@ -120,9 +121,8 @@ def auto_step(cores=None, net=None, batch=None):
     (one BLAS thread each), if the step has enough work to pay for the split:
     at least SPLIT_MIN_FLOPS (training_flops of ``net`` on ``batch``), plus
     SPLIT_FLOPS_PER_BATCH_NORM for every batch-norm layer. The parts run in
-    processes (``ProcessStep``) where ``can_fork()`` and the network has no
-    batch norm, else in threads (``ParallelStep``); the numbers are the same
-    either way. A smaller step runs whole on one thread, with one BLAS
+    processes (``ProcessStep``) where ``can_fork()``, else in threads
+    (``ParallelStep``); the numbers are the same either way. A smaller step runs whole on one thread, with one BLAS
     thread (``ParallelStep(1)``). On one core, or without ``net`` and
     ``batch``, nothing is counted: the plain train_step on one core, the
     split step in threads on more.
@@ -140,17 +140,14 @@ def auto_step(cores=None, net=None, batch=None):
         exchanges = sum(hasattr(layer, "gather_parts") for layer in net.layers)
         if training_flops(net, batch) < SPLIT_MIN_FLOPS + SPLIT_FLOPS_PER_BATCH_NORM * exchanges:
             return ParallelStep(1)
-        return split_step(cores, net)
+        return split_step(cores)
     return ParallelStep(cores)
 
 
-def split_step(cores, net):
-    """The batch of ``net`` split over ``cores`` parts, as auto_step splits it:
-    a ProcessStep where ``can_fork()`` and no layer of ``net`` is batch norm
-    (whose parts must exchange sums within a pass), else a ParallelStep."""
-    if can_fork() and not any(hasattr(layer, "gather_parts") for layer in net.layers):
-        return ProcessStep(cores)
-    return ParallelStep(cores)
+def split_step(cores):
+    """The batch split over ``cores`` parts, as auto_step splits it: a
+    ProcessStep where ``can_fork()``, else a ParallelStep."""
+    return ProcessStep(cores) if can_fork() else ParallelStep(cores)
 
 
 def _run_part(net, loss_fn, xb, yb, share):
@@ -347,10 +344,18 @@ class ProcessStep(_SplitStep):
     it), and the workers are forked: each holds a copy of the network, the
     loss and everything else, its weights in the shared memory. Then at every
     step this process copies each worker's part of the batch into shared
-    memory and tells the worker to go (its part's length and share, 16 bytes
-    through a pipe), runs its own part, waits for the workers, adds their gradients (in shared memory too)
-    to its own in part order, and lets the optimizer update the shared
-    weights in place, where the workers see them.
+    memory and tells the worker to go (its part's length and share and the
+    number of parts, 24 bytes through a pipe), runs its own part, waits for
+    the workers, adds their gradients (in shared memory too) to its own in
+    part order, and lets the optimizer update the shared weights in place,
+    where the workers see them.
+
+    Batch norm: each part writes its sums into its slot of shared memory
+    (two sets of slots, used in turn, as ParallelStep's _Gather does), then
+    the parts meet: each worker writes a byte to this process and waits for
+    one back, which this process sends once all have arrived. Every part then
+    reads all slots, in part order. Running statistics are this process's
+    layers' own, updated with the whole batch's statistics.
 
     So change the network or the loss only between steps of different
     ProcessSteps (fit makes one per call); a layer's weights may be replaced
@@ -358,8 +363,9 @@ class ProcessStep(_SplitStep):
     ``close()`` (also leaving a ``with`` block, or garbage collection) stops
     the workers, moves the weights back into the arrays they started in and
     restores BLAS's thread count. An error in a worker is raised here; an
-    interrupt (Ctrl-C) stops the workers, and the next step starts new ones.
-    Linux only (``can_fork()``); batch norm needs ParallelStep.
+    interrupt (Ctrl-C) stops the workers, and the next step starts new ones,
+    as after any error in a network with batch norm. Linux only
+    (``can_fork()``).
     """
 
     def __init__(self, processes=2, blas_threads=1):
@@ -427,6 +433,17 @@ class ProcessStep(_SplitStep):
 _PARENT_ENDS = set()
 
 
+class _PartAborted(RuntimeError):
+    """Raised in a part of a ProcessStep because another part failed first."""
+
+
+def _exchange_bytes(layer):
+    """Bytes one part's array may take in an exchange of ``layer``: a batch
+    norm sends 1 + 2 x channels float64 numbers forward, 2 x channels back."""
+    channels = getattr(layer, "channels", None)
+    return 8 * (1 + 2 * channels) if channels else 1 << 20
+
+
 def _shared_arrays(arrays):
     """Zeroed arrays like ``arrays`` (shape, dtype) in one block of memory
     shared with processes forked later (an anonymous shared mapping)."""
@@ -457,12 +474,11 @@ class _Team:
     def __init__(self, net, loss_fn, xb, yb, workers):
         self.net, self.loss_fn, self.layers = net, loss_fn, list(net.layers)
         self.sample, self.capacity = (xb.shape[1:], xb.dtype, yb.dtype), -(-len(xb) // 2)
-        self.dropouts = []
+        self.dropouts, self.exchanges = [], []
         for layer in net.layers:
             if hasattr(layer, "gather_parts"):
-                raise ValueError(f"ProcessStep: {layer!r} exchanges batch statistics between the "
-                                 "parts of a batch, which needs threads; use ParallelStep")
-            if not layer.per_sample:
+                self.exchanges.append(layer)
+            elif not layer.per_sample:
                 if not isinstance(getattr(layer, "rng", None), np.random.Generator):
                     raise ValueError(f"ProcessStep: {layer!r} does not treat each sample on its own "
                                      "in training and offers no way to split it; train this network "
@@ -474,6 +490,13 @@ class _Team:
         for (layer, name), own, shared in zip(self.keys, self.own, self.shared):
             shared[...] = own
             layer.params[name] = shared
+        # every exchanging layer: two sets (calls alternate, as in _Gather) of
+        # one slot per part, for the bytes of the array that part contributes
+        parts = workers + 1
+        self.slots = _shared_arrays([((2, parts, _exchange_bytes(layer)), np.uint8)
+                                     for layer in self.exchanges])
+        self.slot_sizes = _shared_arrays([((2, parts, 2), np.int64) for _ in self.exchanges])
+        self.calls, self.parts_now = [0] * len(self.exchanges), 1
         self.broken, self.workers = False, []
         try:
             for _ in range(workers):
@@ -529,11 +552,14 @@ class _Team:
         signal.signal(signal.SIGINT, signal.SIG_IGN)          # an interrupt is the parent's to handle
         sys.stdout = sys.stderr = open(os.devnull, "w")       # the parent's streams may be Jupyter's
         warnings.simplefilter("ignore")
+        part = len(self.workers) + 1              # this copy lists the workers forked before it
+        for i, layer in enumerate(self.exchanges):
+            layer.gather_parts = self._gather_for(i, part, lambda: self._meet_as_worker(go, done))
         while True:
-            message = _read(go, 16)
-            if len(message) < 16:
+            message = _read(go, 24)
+            if len(message) < 24:
                 return
-            n, share = struct.unpack("<qd", message)
+            n, share, self.parts_now = struct.unpack("<qdq", message)
             try:
                 for layer, seed in zip(self.dropouts, worker["seeds"]):
                     layer.rng = np.random.default_rng(int(seed))
@@ -562,20 +588,93 @@ class _Team:
             worker["x"][:n] = xb[part]
             worker["y"][:n] = yb[part]
             try:
-                os.write(worker["go"], struct.pack("<qd", n, share))
+                os.write(worker["go"], struct.pack("<qdq", n, share, len(parts)))
             except BrokenPipeError:
                 raise self._lost(worker) from None
+        self.parts_now = len(parts)
+        for i, layer in enumerate(self.exchanges):
+            layer.gather_parts = self._gather_for(i, 0, lambda: self._meet_as_hub(busy))
+        own_error = None
         try:
             own = _run_part(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0])
+        except BaseException as err:
+            own_error = err
         finally:
             replies = [self._reply(worker) for worker in busy]   # every part ends first
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
+            for layer in self.exchanges:                      # the original is plain again
+                layer.gather_parts = None
+        errors = [r for r in replies if isinstance(r, BaseException)]
+        if (own_error or errors) and self.exchanges:
+            self.broken = True                # the parts' exchange counts may differ now: new workers
+        if own_error is not None and not isinstance(own_error, _PartAborted):
+            raise own_error
+        for error in errors + [own_error]:
+            if error is not None and not isinstance(error, _PartAborted):
+                raise error
+        if own_error is not None:
+            raise own_error
         return [own] + replies
 
+    def _gather_for(self, i, part, meet):
+        """The gather_parts function of exchanging layer i in part ``part``:
+        put this part's array in its slot, meet the other parts, read all."""
+        slots, sizes, codes = self.slots[i], self.slot_sizes[i], (np.float32, np.float64)
+
+        def gather(value):
+            value = np.ascontiguousarray(value)
+            if value.dtype not in codes or value.nbytes > slots.shape[2]:
+                raise ValueError(f"ProcessStep: {self.exchanges[i]!r} exchanged a {value.dtype} array "
+                                 f"of {value.nbytes} bytes; its slot takes float32 or float64 and at "
+                                 f"most {slots.shape[2]} bytes")
+            s = self.calls[i] % 2
+            self.calls[i] += 1
+            slots[s, part, :value.nbytes] = value.reshape(-1).view(np.uint8)
+            sizes[s, part] = value.nbytes, codes.index(value.dtype.type)
+            meet()
+            return [slots[s, q, :sizes[s, q, 0]].view(codes[sizes[s, q, 1]]).copy()
+                    for q in range(self.parts_now)]
+        return gather
+
+    def _meet_as_worker(self, go, done):
+        """A worker at an exchange: say it has arrived, wait for the hub to release it."""
+        os.write(done, b"a")
+        if _read(go, 1) != b"r":
+            raise _PartAborted("ProcessStep: another part of the batch failed")
+
+    def _meet_as_hub(self, busy):
+        """This process at an exchange: wait until every worker has arrived,
+        then release them all; if one failed instead, fail this part too."""
+        failed = False
+        for worker in busy:
+            status = _read(worker["done"], 1)
+            if status == b"a":
+                worker["waiting"] = True
+            else:
+                worker["reply"] = self._answer(worker, status)
+                failed = True
+        if failed:
+            raise _PartAborted("ProcessStep: another part of the batch failed")
+        for worker in busy:
+            os.write(worker["go"], b"r")
+            worker["waiting"] = False
+
     def _reply(self, worker):
-        status = _read(worker["done"], 1)
+        """The worker's (loss, number correct), or its error; a worker still
+        waiting at an exchange is released with an abort first."""
+        if "reply" in worker:                                 # met at an exchange already
+            return worker.pop("reply")
+        while True:
+            try:
+                if worker.pop("waiting", False):
+                    os.write(worker["go"], b"x")
+                status = _read(worker["done"], 1)
+            except BrokenPipeError:
+                return self._lost(worker)
+            if status != b"a":
+                return self._answer(worker, status)
+            worker["waiting"] = True
+
+    def _answer(self, worker, status):
         if status == b"k":
             loss, correct = worker["result"]
             return float(loss), int(correct)

@@ -7,7 +7,7 @@ import signal
 
 import numpy as np
 import pytest
-from test_train import toy_images
+from test_train import bn_net, toy_images
 
 from cnnlib import layers as L
 from cnnlib import losses, nets, optim, parallel, train
@@ -46,10 +46,12 @@ def alive(pid):
     (lambda: small_net(), lambda net: optim.Momentum(net, 0.05)),
     (lambda: small_net(fast=False), lambda net: optim.Adam(net, 0.01)),
     (dropout_net, lambda net: optim.SGD(net, 0.1)),
+    (lambda: bn_net().astype(np.float32), lambda net: optim.Adam(net, 0.01)),
 ])
 def test_process_step_is_parallel_step_bit_for_bit(make_net, make_opt):
-    """The same parts, shares, dropout seeds and order of sums as the threads:
-    a whole fit (float32, last batch shorter) gives identical losses and weights."""
+    """The same parts, shares, dropout seeds, batch-norm exchanges and order of
+    sums as the threads: a whole fit (float32, last batch shorter) gives
+    identical losses, weights and running statistics."""
     x, y = toy_images(90, 1)
     runs = []
     for make_step in (parallel.ParallelStep, parallel.ProcessStep):
@@ -192,11 +194,8 @@ def test_a_non_finite_loss_stops_before_the_update():
         np.testing.assert_array_equal(a, b)
 
 
-def test_batch_norm_and_unsplittable_layers_are_refused_with_the_way_out():
+def test_unsplittable_layers_and_bad_arguments_are_refused():
     x, y = toy_images(8, 0)
-    bn = nets.Sequential([L.Flatten(), L.Dense(64, 8, rng=0), L.BatchNorm1D(8), L.Dense(8, 2, rng=1)])
-    with parallel.ProcessStep(2) as step, pytest.raises(ValueError, match="use ParallelStep"):
-        step(bn, losses.SoftmaxCrossEntropy(), optim.SGD(bn, 0.1), x, y)
 
     class WholeBatch(FailOnLabel):
         per_sample = False
@@ -208,7 +207,52 @@ def test_batch_norm_and_unsplittable_layers_are_refused_with_the_way_out():
             parallel.ProcessStep(bad)
 
 
-def test_auto_step_picks_processes_without_batch_norm_and_threads_with_it():
+def bn_then_fail(error):
+    """Conv -> FailOnLabel -> batch norm: a part that fails does so before the
+    first exchange, while the other part reaches it and waits there."""
+    r = np.random.default_rng(0)
+    return nets.Sequential([L.Conv2D(1, 2, 3, pad=1, rng=r, dtype=np.float64), FailOnLabel(error),
+                            L.BatchNorm2D(2, dtype=np.float64), L.Flatten(),
+                            L.Dense(128, 2, rng=r, dtype=np.float64)])
+
+
+@pytest.mark.parametrize("where", ["worker", "this process"])
+def test_a_part_failing_before_a_batch_norm_exchange_does_not_hang_the_other(where):
+    net = bn_then_fail(ValueError("bad sample"))
+    x, y = toy_images(16, 0)
+    x = x.astype(np.float64)
+    bad = x.copy()
+    bad[12 if where == "worker" else 3] = 99.0
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
+    before = weights(net)
+    with parallel.ProcessStep(2) as step:
+        step(net, loss_fn, opt, x, y)
+        pids = child_pids(step)
+        with pytest.raises(ValueError, match="bad sample"):       # not the other part's abort
+            step(net, loss_fn, opt, bad, y)
+        assert step._state["team"] is None and not alive(pids[0])     # exchange counts may differ
+        assert all(getattr(layer, "gather_parts", None) is None for layer in net.layers)
+        loss, _ = step(net, loss_fn, opt, x, y)                 # new workers
+        assert np.isfinite(loss) and child_pids(step) != pids
+    assert not any(np.array_equal(a, b) for a, b in zip(before, weights(net)) if a.size > 2)
+
+
+def test_an_interrupt_at_a_batch_norm_exchange_stops_the_workers():
+    net = bn_then_fail(KeyboardInterrupt())
+    x, y = toy_images(16, 0)
+    x = x.astype(np.float64)
+    bad = x.copy()
+    bad[0] = 99.0                                               # this part; the worker waits at the exchange
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
+    with parallel.ProcessStep(2) as step:
+        step(net, loss_fn, opt, x, y)
+        pids = child_pids(step)
+        with pytest.raises(KeyboardInterrupt):
+            step(net, loss_fn, opt, bad, y)
+        assert step._state["team"] is None and not alive(pids[0])
+
+
+def test_auto_step_picks_processes_for_a_network_and_threads_without_one():
     images = np.zeros((100, 1, 28, 28), np.float32)
     flat = np.zeros((256, 784), np.float32)
     bn_mlp = nets.Sequential([L.Dense(784, 256, rng=0), L.BatchNorm1D(256), L.ReLU()] * 1
@@ -219,5 +263,5 @@ def test_auto_step_picks_processes_without_batch_norm_and_threads_with_it():
         step = parallel.auto_step(cores, net, batch)
         picks.append(repr(step))
         step.close()
-    assert picks == ["ProcessStep(processes=2, blas_threads=1)", "ParallelStep(threads=2, blas_threads=1)",
+    assert picks == ["ProcessStep(processes=2, blas_threads=1)", "ProcessStep(processes=2, blas_threads=1)",
                      "ParallelStep(threads=2, blas_threads=1)"]
