@@ -606,13 +606,10 @@ class _Team:
         errors = [r for r in replies if isinstance(r, BaseException)]
         if (own_error or errors) and self.exchanges:
             self.broken = True                # the parts' exchange counts may differ now: new workers
-        if own_error is not None and not isinstance(own_error, _PartAborted):
-            raise own_error
-        for error in errors + [own_error]:
-            if error is not None and not isinstance(error, _PartAborted):
-                raise error
-        if own_error is not None:
-            raise own_error
+        # a part's own error first; "another part failed" only if nothing else came
+        causes = [e for e in [own_error] + errors if e is not None and not isinstance(e, _PartAborted)]
+        if causes or own_error is not None:
+            raise (causes or [own_error])[0]
         return [own] + replies
 
     def _gather_for(self, i, part, meet):
