@@ -6,9 +6,10 @@ training steps of the whole batch on one thread (``ParallelStep(1)``: the
 plain step, one BLAS thread) against the batch split over two cores as
 auto_step splits it (``parallel.split_step``: two processes on Linux, else two
 threads; one BLAS thread each), in interleaved rounds, and prints
-the step's FLOPs (``parallel.training_flops``), its batch-norm layers, the
-speed of the split step over one thread, and what ``auto_step`` picks on two
-cores. A pick is "right" if it is the faster way, or within 5 % of it.
+the step's FLOPs (``parallel.training_flops``), its parameters and
+batch-norm layers, the FLOPs from which ``auto_step`` splits it
+(``parallel.split_threshold``), the speed of the split step over one thread,
+and what ``auto_step`` picks on two cores. A pick is "right" if it is the faster way, or within 5 % of it.
 
     python benchmarks/bench_auto_step.py            # about a minute on 2 cores
     python benchmarks/bench_auto_step.py --quick    # rough, a few seconds
@@ -32,7 +33,8 @@ from cnnlib import fast, layers, losses, nets, optim, parallel  # noqa: E402
 
 
 def mlp(depth, width=256, batchnorm=False, seed=0):
-    """784 -> width (x depth - 1) -> 10, ReLU after every hidden layer, batch norm before it if asked."""
+    """784 -> width (x depth - 1) -> 10, ReLU after every hidden layer, batch norm before it if asked.
+    depth=2: one hidden layer."""
     rng, stack, n_in = np.random.default_rng(seed), [], 784
     for _ in range(depth - 1):
         stack.append(layers.Dense(n_in, width, rng=rng))
@@ -43,13 +45,16 @@ def mlp(depth, width=256, batchnorm=False, seed=0):
 
 
 # (label, network builder, flat input?, batch size)
-CASES = [("8-filter net", lambda: bench.build_cnnlib("8-filter net"), False, 100),
+CASES = [("8-filter net", lambda: bench.build_cnnlib("8-filter net"), False, 50),
+         ("8-filter net", lambda: bench.build_cnnlib("8-filter net"), False, 100),
          ("8-filter net", lambda: bench.build_cnnlib("8-filter net"), False, 400),
          ("SimpleConvNet", lambda: nets.SimpleConvNet(seed=0), False, 16),
+         ("SimpleConvNet", lambda: nets.SimpleConvNet(seed=0), False, 24),
          ("SimpleConvNet", lambda: nets.SimpleConvNet(seed=0), False, 32),
          ("SimpleConvNet", lambda: nets.SimpleConvNet(seed=0), False, 100),
          ("deep CNN", lambda: bench.build_cnnlib("deep CNN"), False, 16),
          ("deep CNN", lambda: bench.build_cnnlib("deep CNN"), False, 64),
+         ("MLP 784-64-10", lambda: mlp(2, width=64), True, 200),
          ("MLP 3x256", lambda: mlp(3), True, 50),
          ("MLP 3x256", lambda: mlp(3), True, 100),
          ("MLP 10x256", lambda: mlp(10), True, 100),
@@ -94,7 +99,8 @@ def measure(build, X, y, batch, rounds=5, settle=0.1, seconds=0.25):
 
 
 def run(cases=CASES, rounds=5, settle=0.1, seconds=0.25, data=None):
-    """One row dict per case: label, batch, mflop, batch_norms, one_ms, split_ms, gain, pick, right."""
+    """One row dict per case: label, batch, mflop, parameters, batch_norms, threshold (MFLOP),
+    one_ms, split_ms, gain, pick, right."""
     X, y = bench.load_data() if data is None else data
     fast.keep_freed_memory()
     rows = []
@@ -103,12 +109,14 @@ def run(cases=CASES, rounds=5, settle=0.1, seconds=0.25, data=None):
         net = build()
         flops = parallel.training_flops(net, Xc[:batch])
         norms = sum(hasattr(layer, "gather_parts") for layer in net.layers)
+        parameters = sum(p.size for layer in net.layers for p in layer.params.values())
         pick = parallel.auto_step(2, net, Xc[:batch])
         pick.close()
         ms = measure(build, Xc, y, batch, rounds, settle, seconds)
         gain = ms["one thread"] / ms["split"]
         split = not (isinstance(pick, parallel.ParallelStep) and pick.threads == 1)
-        rows.append(dict(label=label, batch=batch, mflop=flops / 1e6, batch_norms=norms,
+        rows.append(dict(label=label, batch=batch, mflop=flops / 1e6, parameters=parameters,
+                         batch_norms=norms, threshold=parallel.split_threshold(net) / 1e6,
                          one_ms=ms["one thread"], split_ms=ms["split"], gain=gain,
                          pick="split" if split else "one thread",
                          right=(gain >= 0.95) if split else (gain <= 1.05)))
@@ -116,17 +124,23 @@ def run(cases=CASES, rounds=5, settle=0.1, seconds=0.25, data=None):
 
 
 def format_rows(rows):
-    lines = [f"{'network':<16}{'batch':>6}{'MFLOP/step':>11}{'BN':>4}{'one thread':>12}{'split':>9}"
-             f"{'split speed':>13}   auto_step picks",
-             f"{'':<16}{'':>6}{'':>11}{'':>4}{'ms':>12}{'ms':>9}{'':>13}"]
+    lines = [f"{'network':<16}{'batch':>6}{'MFLOP/step':>11}{'parameters':>11}{'BN':>4}{'splits from':>12}"
+             f"{'one thread':>11}{'split':>7}{'split speed':>13}   auto_step picks",
+             f"{'':<16}{'':>6}{'':>11}{'':>11}{'':>4}{'MFLOP':>12}{'ms':>11}{'ms':>7}{'':>13}"]
     for r in rows:
-        lines.append(f"{r['label']:<16}{r['batch']:>6}{r['mflop']:>11,.0f}{r['batch_norms']:>4}"
-                     f"{r['one_ms']:>12.2f}{r['split_ms']:>9.2f}{r['gain']:>12.2f}x   "
+        lines.append(f"{r['label']:<16}{r['batch']:>6}{r['mflop']:>11,.0f}{r['parameters']:>11,}"
+                     f"{r['batch_norms']:>4}{r['threshold']:>12,.0f}{r['one_ms']:>11.2f}{r['split_ms']:>7.2f}"
+                     f"{r['gain']:>12.2f}x   "
                      f"{r['pick']}{'' if r['right'] else '  (the other way was faster)'}")
     right = sum(r["right"] for r in rows)
+    if parallel.can_fork():
+        how = (f"in processes: {parallel.SPLIT_MIN_FLOPS / 1e6:.0f} MFLOP + "
+               f"{parallel.SPLIT_FLOPS_PER_PARAMETER:.0f} FLOP per parameter")
+    else:
+        how = f"in threads: {parallel.THREAD_SPLIT_MIN_FLOPS / 1e6:.0f} MFLOP"
     lines.append(f"auto_step's pick was the faster way, or within 5 % of it, in {right} of {len(rows)} cases "
-                 f"(threshold: {parallel.SPLIT_MIN_FLOPS / 1e6:.0f} MFLOP per step + "
-                 f"{parallel.SPLIT_FLOPS_PER_BATCH_NORM / 1e6:.0f} per batch-norm layer)")
+                 f"(parallel.split_threshold {how}, + "
+                 f"{parallel.SPLIT_FLOPS_PER_BATCH_NORM / 1e6:.0f} MFLOP per batch-norm layer)")
     return "\n".join(lines)
 
 

@@ -60,8 +60,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-__all__ = ["ParallelStep", "ProcessStep", "auto_step", "split_step", "training_flops",
-           "usable_cores", "can_fork"]
+__all__ = ["ParallelStep", "ProcessStep", "auto_step", "split_step", "split_threshold",
+           "training_flops", "usable_cores", "can_fork"]
 
 
 def can_fork():
@@ -79,15 +79,22 @@ def usable_cores():
         return max(1, os.cpu_count() or 1)
 
 
-# A split step pays a fixed cost: waking the other threads, waiting for the
-# slower part, adding the gradients, and two waits per batch-norm layer, where
-# the parts exchange their sums. Half of a small step saves less than that.
-# Measured with benchmarks/bench_auto_step.py on 2 idle cores (its README has
-# the table): split steps of 28-81 MFLOP ran 0.87-1.05x the speed of one
-# thread, steps of 110-437 MFLOP without batch norm 1.17-1.62x; a 10-layer MLP
-# with 9 batch norms 0.83x at 437 MFLOP and 1.10x at 1,118.
-SPLIT_MIN_FLOPS = 100e6
-SPLIT_FLOPS_PER_BATCH_NORM = 50e6
+# A split step pays a cost per step that one thread does not: waking the
+# workers and waiting for the slower part; in processes, also copying each
+# worker's gradients into shared memory and adding them here, a cost per
+# parameter; in threads, waiting for the GIL; and two waits per batch-norm
+# layer, where the parts exchange their sums. Half of a small step saves
+# less than that. split_threshold turns the cost into the FLOPs
+# (training_flops) a step must have to be split. Fitted to five runs of
+# benchmarks/bench_auto_step.py on 2 idle cores in processes (its README has
+# the table): 13,600 parameters split from 14 MFLOP (the 8-filter net at batch
+# 50, 1.09-1.23x), 434,000 (SimpleConvNet) from about 100 MFLOP (batch 24,
+# 1.13-1.27x; batch 16, 69 MFLOP, 0.94-1.05x). The threads' numbers were set
+# the same way, before the processes, and have no parameter term.
+SPLIT_MIN_FLOPS = 10e6                  # in processes
+SPLIT_FLOPS_PER_PARAMETER = 200         # in processes
+THREAD_SPLIT_MIN_FLOPS = 100e6          # in threads
+SPLIT_FLOPS_PER_BATCH_NORM = 50e6       # either way
 
 
 def training_flops(net, batch):
@@ -114,18 +121,35 @@ def training_flops(net, batch):
     return flops * len(batch)
 
 
+def split_threshold(net, processes=None):
+    """The training_flops a step of ``net`` must reach for auto_step to split
+    it: split in processes (``processes=True``; by default where
+    ``can_fork()``), SPLIT_MIN_FLOPS plus SPLIT_FLOPS_PER_PARAMETER for every
+    number in the layers' ``params``; in threads, THREAD_SPLIT_MIN_FLOPS;
+    plus SPLIT_FLOPS_PER_BATCH_NORM for every batch-norm layer either way."""
+    processes = can_fork() if processes is None else processes
+    layers = net.layers
+    batch_norms = sum(hasattr(layer, "gather_parts") for layer in layers)
+    if processes:
+        parameters = sum(p.size for layer in layers for p in layer.params.values())
+        base = SPLIT_MIN_FLOPS + SPLIT_FLOPS_PER_PARAMETER * parameters
+    else:
+        base = THREAD_SPLIT_MIN_FLOPS
+    return base + SPLIT_FLOPS_PER_BATCH_NORM * batch_norms
+
+
 def auto_step(cores=None, net=None, batch=None):
     """The training step ``cnnlib.train.fit`` uses by default.
 
     On two or more cores the batch split over the cores, one part per core
     (one BLAS thread each), if the step has enough work to pay for the split:
-    at least SPLIT_MIN_FLOPS (training_flops of ``net`` on ``batch``), plus
-    SPLIT_FLOPS_PER_BATCH_NORM for every batch-norm layer. The parts run in
-    processes (``ProcessStep``) where ``can_fork()``, else in threads
-    (``ParallelStep``); the numbers are the same either way. A smaller step runs whole on one thread, with one BLAS
-    thread (``ParallelStep(1)``). On one core, or without ``net`` and
-    ``batch``, nothing is counted: the plain train_step on one core, the
-    split step in threads on more.
+    training_flops of ``net`` on ``batch`` at least split_threshold(net). The
+    parts run in processes (``ProcessStep``) where ``can_fork()``, else in
+    threads (``ParallelStep``); the numbers are the same either way. A
+    smaller step runs whole on one thread, with one BLAS thread
+    (``ParallelStep(1)``). On one core, or without ``net`` and ``batch``,
+    nothing is counted: the plain train_step on one core, the split step in
+    threads on more.
 
     Why these choices, measured on 2 cores (README.md, Performance): the
     split batch was the fastest choice for large steps on idle cores and lost
@@ -137,8 +161,7 @@ def auto_step(cores=None, net=None, batch=None):
     if cores < 2:
         return train_step
     if net is not None and batch is not None:
-        exchanges = sum(hasattr(layer, "gather_parts") for layer in net.layers)
-        if training_flops(net, batch) < SPLIT_MIN_FLOPS + SPLIT_FLOPS_PER_BATCH_NORM * exchanges:
+        if training_flops(net, batch) < split_threshold(net):
             return ParallelStep(1)
         return split_step(cores)
     return ParallelStep(cores)

@@ -154,6 +154,10 @@ def test_auto_step_benchmark_times_both_ways_and_judges_the_pick():
     # counted by hand: SimpleConvNet 4.33 MFLOP per image; the MLP's three products, three times
     assert rows[0]["mflop"] == pytest.approx(16 * 4.326)
     assert rows[1]["mflop"] == pytest.approx(32 * 6 * (784 * 256 + 256 * 256 + 2560) / 1e6)
+    assert rows[0]["parameters"] == 30 * 25 + 30 + 4320 * 100 + 100 + 100 * 10 + 10
+    assert rows[1]["parameters"] == 784 * 256 + 256 + 256 * 256 + 256 + 2570 + 2 * (256 + 256)   # + 2 BNs
+    assert [r["threshold"] for r in rows] == [bench_auto_step.parallel.split_threshold(case[1]()) / 1e6
+                                              for case in cases]
     for r in rows:
         assert r["one_ms"] > 0 and r["split_ms"] > 0
         assert r["gain"] == pytest.approx(r["one_ms"] / r["split_ms"])
@@ -172,9 +176,14 @@ def test_the_default_row_is_what_fit_picks():
         step(0)
         picked[name] = repr(step.close.__self__)
         step.close()
-    split = "ProcessStep(processes=2" if bench.parallel.can_fork() else "ParallelStep(threads=2"
-    assert picked == {"SimpleConvNet": split + ", blas_threads=1)",
-                      "8-filter net": "ParallelStep(threads=1, blas_threads=1)"}
+    # the 8-filter net's step (28 MFLOP, 13,610 parameters) pays for a split in processes, not in threads
+    if bench.parallel.can_fork():
+        expected = {"SimpleConvNet": "ProcessStep(processes=2, blas_threads=1)",
+                    "8-filter net": "ProcessStep(processes=2, blas_threads=1)"}
+    else:
+        expected = {"SimpleConvNet": "ParallelStep(threads=2, blas_threads=1)",
+                    "8-filter net": "ParallelStep(threads=1, blas_threads=1)"}
+    assert picked == expected
 
 
 def test_ratio_noise_cuts_the_rounds_into_runs_and_estimates_both_ways():

@@ -353,6 +353,21 @@ def test_training_flops_counts_the_products_of_a_step():
     assert parallel.training_flops(padded, x[:5]) == 5 * 2 * 3 * (4 * 9 * 14 * 14 + 784 * 10)
 
 
+def test_split_threshold_counts_parameters_in_processes_and_batch_norms_either_way():
+    simple = 30 * 25 + 30 + 4320 * 100 + 100 + 100 * 10 + 10                 # SimpleConvNet's parameters
+    bn_mlp = 784 * 256 + 256 + 2 * 256 + 256 * 10 + 10                       # mlp(2, batchnorm=True)
+    fixed, per_parameter = parallel.SPLIT_MIN_FLOPS, parallel.SPLIT_FLOPS_PER_PARAMETER
+    per_bn = parallel.SPLIT_FLOPS_PER_BATCH_NORM
+    assert parallel.split_threshold(nets.SimpleConvNet(), processes=True) == fixed + per_parameter * simple
+    assert parallel.split_threshold(mlp(2, batchnorm=True), processes=True) == \
+        fixed + per_parameter * bn_mlp + per_bn
+    assert parallel.split_threshold(nets.SimpleConvNet(), processes=False) == parallel.THREAD_SPLIT_MIN_FLOPS
+    assert parallel.split_threshold(mlp(2, batchnorm=True), processes=False) == \
+        parallel.THREAD_SPLIT_MIN_FLOPS + per_bn
+    assert parallel.split_threshold(nets.SimpleConvNet()) == \
+        parallel.split_threshold(nets.SimpleConvNet(), processes=parallel.can_fork())
+
+
 def test_auto_step_splits_only_a_step_with_enough_work():
     images = np.zeros((100, 1, 28, 28), np.float32)
     flat = np.zeros((100, 784), np.float32)
@@ -362,16 +377,22 @@ def test_auto_step_splits_only_a_step_with_enough_work():
         step = parallel.auto_step(cores, net, batch)
         chosen.append((type(step).__name__, getattr(step, "threads", getattr(step, "processes", None))))
         getattr(step, "close", lambda: None)()
+    few_weights = nets.Sequential([L.Conv2D(1, 8, 3, rng=0, input_grad=False), L.MaxPool2D(2), L.Flatten(),
+                                   L.Dense(8 * 13 * 13, 10, rng=0)])
     pick(1, nets.SimpleConvNet(), images)                  # one core: the plain step
     pick(2)                                                # nothing to count: split, threads
-    pick(2, nets.SimpleConvNet(), images)                  # 433 MFLOP: split, processes
+    pick(2, nets.SimpleConvNet(), images)                  # 433 MFLOP: split
     pick(2, nets.SimpleConvNet(), images[:16])             # 69 MFLOP: one thread
-    pick(4, mlp(10), flat)                                 # 436 MFLOP: split, processes
+    pick(4, mlp(10), flat)                                 # 436 MFLOP: split
     pick(4, mlp(10, batchnorm=True), flat)                 # the same, with 9 batch norms: one thread
-    pick(2, mlp(10, batchnorm=True), np.zeros((256, 784), np.float32))   # 1.1 GFLOP: split, processes
-    processes = "ProcessStep" if parallel.can_fork() else "ParallelStep"      # Linux: processes
-    assert chosen == [("function", None), ("ParallelStep", 2), (processes, 2), ("ParallelStep", 1),
-                      (processes, 4), ("ParallelStep", 1), (processes, 2)]
+    pick(2, mlp(10, batchnorm=True), np.zeros((256, 784), np.float32))   # 1.1 GFLOP: split
+    pick(2, few_weights, images[:50])                      # 14 MFLOP, 13,610 parameters: processes only
+    if parallel.can_fork():                                # Linux: processes, whose threshold counts parameters
+        split, few = ("ProcessStep", 2), ("ProcessStep", 2)
+    else:
+        split, few = ("ParallelStep", 2), ("ParallelStep", 1)
+    assert chosen == [("function", None), ("ParallelStep", 2), split, ("ParallelStep", 1),
+                      (split[0], 4), ("ParallelStep", 1), split, few]
 
 
 def test_a_one_thread_parallel_step_is_train_step_with_one_blas_thread():
