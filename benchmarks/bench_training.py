@@ -28,10 +28,11 @@ Implementations (rows of the table):
 * ``cnnlib default``: what ``cnnlib.train.fit`` does out of the box on T
   cores, ``cnnlib.parallel.auto_step(T, net, batch)``: train_step for T = 1;
   for T >= 2 the batch split into T parts with one BLAS thread each if the
-  step has enough work to pay for the split (SimpleConvNet: in processes,
-  ProcessStep; the deep CNN, batch norm: in threads, ParallelStep), else the
-  whole batch on one thread with one BLAS thread (8-filter net;
-  ``bench_auto_step.py`` measures the threshold);
+  step has enough work to pay for the split (on Linux in processes,
+  ProcessStep, and for all three networks at batch 100; elsewhere in threads,
+  ParallelStep, where the 8-filter net's step is too small), else the whole
+  batch on one thread with one BLAS thread (``parallel.split_threshold``;
+  ``bench_auto_step.py`` measures it);
 * ``PyTorch``: the same architecture in ``torch.nn`` (if torch is installed),
   ``torch.set_num_threads(T)``.
 

@@ -89,7 +89,7 @@ def usable_cores():
 # benchmarks/bench_auto_step.py on 2 idle cores in processes (its README has
 # the table): 13,600 parameters split from 14 MFLOP (the 8-filter net at batch
 # 50, 1.09-1.23x), 434,000 (SimpleConvNet) from about 100 MFLOP (batch 24,
-# 1.13-1.27x; batch 16, 69 MFLOP, 0.94-1.05x). The threads' numbers were set
+# 1.13-1.27x; batch 16, 69 MFLOP, 0.81-1.05x). The threads' numbers were set
 # the same way, before the processes, and have no parameter term.
 SPLIT_MIN_FLOPS = 10e6                  # in processes
 SPLIT_FLOPS_PER_PARAMETER = 200         # in processes
