@@ -120,9 +120,10 @@ def fit(net, loss_fn, optimizer, X, y, *, epochs=1, batch_size=100, validation=N
     ``step(net, loss_fn, optimizer, xb, yb) -> (loss, number correct)`` does
     one update. ``"auto"`` (the default) is ``cnnlib.parallel.auto_step``
     for this network and batch size: the batch split over the machine's
-    cores if the step has enough work to pay for the split (in worker
-    processes, or in threads for batch norm; the same numbers as train_step
-    up to float rounding), else the plain step with one BLAS thread; pass
+    cores if the step has enough work to pay for the split
+    (``parallel.split_threshold``; in worker processes on Linux, else in
+    threads; the same numbers as train_step up to float rounding), else the
+    plain step with one BLAS thread; pass
     ``step=train_step`` for the plain step. During training the weights of a
     split in processes live in shared memory; fit closes the step at the end,
     which moves them back into the network's own arrays. fit
