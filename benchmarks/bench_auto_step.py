@@ -109,7 +109,7 @@ def run(cases=CASES, rounds=5, settle=0.1, seconds=0.25, data=None):
         net = build()
         flops = parallel.training_flops(net, Xc[:batch])
         norms = sum(hasattr(layer, "gather_parts") for layer in net.layers)
-        parameters = sum(p.size for layer in net.layers for p in layer.params.values())
+        parameters = net.num_params()
         pick = parallel.auto_step(2, net, Xc[:batch])
         pick.close()
         ms = measure(build, Xc, y, batch, rounds, settle, seconds)
