@@ -65,6 +65,12 @@ def _as_images(xt):
     return xt.transpose(3, 0, 1, 2)
 
 
+def _row_sums(a):
+    """a.sum(axis=1) for a 2-D array, as the matrix-vector product a @ ones: BLAS
+    sums long rows faster than NumPy's pairwise summation (notebook 10, §8)."""
+    return a @ np.ones(a.shape[1], a.dtype)
+
+
 # -------------------------------------------------------------- convolution ---
 def conv2d_forward_fast(x, w, b, stride=1, pad=0):
     """Fast convolution: one strided copy per kernel offset, one GEMM.
@@ -100,7 +106,7 @@ def conv2d_backward_fast(dout, cache, need_dx=True):
     F, _, KH, KW = w.shape
     OH, OW = dout.shape[2:]
     dout = _batch_last(dout).reshape(F, -1)               # free when dout is batch-last
-    db = dout.sum(axis=1)
+    db = _row_sums(dout)
     dw = (dout @ cols.T).reshape(w.shape)
     if not need_dx:
         return None, dw, db
@@ -112,14 +118,15 @@ def conv2d_backward_fast(dout, cache, need_dx=True):
 
 
 # --------------------------------------------------------------- max-pooling ---
-def _running_max(views, masks=True):
+def _running_max(views, masks=True, out=None):
     """Elementwise max of same-shape views, and for each view after the first a
     mask "beats every earlier view" (strict >, so a tie keeps the earlier one).
-    ``masks=False`` (inference) skips the masks."""
+    ``masks=False`` (inference) skips the masks. ``out``: where to write the
+    max, a new array by default; views[0] itself when it is not needed after."""
     if len(views) == 1:
         return views[0].copy(order="K"), []
-    best = np.maximum(views[0], views[1])
     wins = [views[1] > views[0]] if masks else []
+    best = np.maximum(views[0], views[1], out=out)
     for v in views[2:]:
         if masks:
             wins.append(v > best)
@@ -375,11 +382,15 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
         kept = cols
     # either way, the size*size members of each window in row-major order, each an
     # (F, PH * PW * N) view whose rows are contiguous
-    out, wins = _running_max(members, masks=keep_cache)
+    # Patched, members[0] is a contiguous block read by nothing after this: the max goes
+    # into it, not into a new array. In the im2col route it is a strided view of conv.
+    out, wins = _running_max(members, masks=keep_cache, out=members[0] if patched else None)
     out += b[:, None]                    # a filter's bias shifts its whole window: add it after the max
     positive = out > 0 if relu and keep_cache else None
     if relu:
-        np.maximum(out, 0, out=out)
+        # against a row of zeros, not the scalar 0: NumPy's fast loop for maximum needs
+        # both operands to move through memory along the innermost axis (notebook 10, §8)
+        np.maximum(out, np.zeros(out.shape[1], out.dtype), out=out)
     cache = (x.shape, kept, w, stride, pad, size, wins, positive, patched) if keep_cache else None
     return _as_images(out.reshape(F, PH, PW, N)), cache
 
@@ -397,7 +408,7 @@ def conv2d_relu_maxpool2d_backward_fast(dout, cache, need_dx=True):
         g = np.ascontiguousarray(dout_t)
     g = g.reshape(F, -1)
     # Each pooled gradient goes to one member of its window: db sums g itself.
-    db = g.sum(axis=1)
+    db = _row_sums(g)
     if patched:                   # members as rows, as _member_kernels has them
         dconv = np.empty((size * size, F, g.shape[1]), dtype=g.dtype)
         _running_max_backward(g, wins, list(dconv), overlap=False)
