@@ -67,7 +67,8 @@ def _as_images(xt):
 
 def _row_sums(a):
     """a.sum(axis=1) for a 2-D array, as the matrix-vector product a @ ones: BLAS
-    sums long rows faster than NumPy's pairwise summation (notebook 10, §8)."""
+    sums long rows faster than NumPy's pairwise summation, and rounds a little
+    more (a few float32 steps for a bias gradient; notebook 10, §8)."""
     return a @ np.ones(a.shape[1], a.dtype)
 
 
@@ -382,14 +383,15 @@ def conv2d_relu_maxpool2d_forward_fast(x, w, b, stride=1, pad=0, size=2, relu=Tr
         kept = cols
     # either way, the size*size members of each window in row-major order, each an
     # (F, PH * PW * N) view whose rows are contiguous
-    # Patched, members[0] is a contiguous block read by nothing after this: the max goes
-    # into it, not into a new array. In the im2col route it is a strided view of conv.
+    # Patched, members[0] is a contiguous block that nothing reads after this: the max goes
+    # there, not into a new array (the output then keeps its GEMM's 2F rows alive, not F).
+    # In the im2col route members[0] is a strided view into all of conv.
     out, wins = _running_max(members, masks=keep_cache, out=members[0] if patched else None)
     out += b[:, None]                    # a filter's bias shifts its whole window: add it after the max
     positive = out > 0 if relu and keep_cache else None
     if relu:
-        # against a row of zeros, not the scalar 0: NumPy's fast loop for maximum needs
-        # both operands to move through memory along the innermost axis (notebook 10, §8)
+        # against a row of zeros, not the scalar 0: maximum's fastest loop needs every operand
+        # to step one number along the innermost axis, not stand still (notebook 10, §8)
         np.maximum(out, np.zeros(out.shape[1], out.dtype), out=out)
     cache = (x.shape, kept, w, stride, pad, size, wins, positive, patched) if keep_cache else None
     return _as_images(out.reshape(F, PH, PW, N)), cache
