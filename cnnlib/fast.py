@@ -40,6 +40,9 @@ col2im for pooling, argmax, fancy indexing, transposed copies). Here:
 6. Data parallelism over a split batch: ``cnnlib.parallel``.
 7. Freed memory is kept for the next step (``keep_freed_memory``), not
    handed back to the operating system and faulted in again.
+8. Single calls, timed one by one: ReLU against a row of zeros (against the
+   scalar 0, NumPy's maximum misses its fastest loop) and bias gradients as
+   ``g @ ones`` (``_row_sums``).
 """
 import ctypes
 
@@ -126,7 +129,7 @@ def _running_max(views, masks=True, out=None):
     max, a new array by default; views[0] itself when it is not needed after."""
     if len(views) == 1:
         return views[0].copy(order="K"), []
-    wins = [views[1] > views[0]] if masks else []
+    wins = [views[1] > views[0]] if masks else []      # before the max: out may be views[0]
     best = np.maximum(views[0], views[1], out=out)
     for v in views[2:]:
         if masks:
