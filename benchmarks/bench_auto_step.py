@@ -17,7 +17,6 @@ and what ``auto_step`` picks on two cores. A pick is "right" if it is the faster
 Run it with another program busy on a core to see the other side of the
 choice: the split step then loses against one thread at every size.
 """
-import argparse
 import gc
 import statistics
 import sys
@@ -145,15 +144,7 @@ def format_rows(rows):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="rough numbers in a few seconds")
-    args = ap.parse_args(argv)
-    print(bench.describe_machine())
-    start = time.perf_counter()
-    rows = run(rounds=1, settle=0.02, seconds=0.02) if args.quick else run()
-    print(format_rows(rows))
-    print(f"\n({time.perf_counter() - start:.0f} s)")
-    return rows
+    return bench.quick_or_full(__doc__, lambda: run(rounds=1, settle=0.02, seconds=0.02), run, format_rows, argv)
 
 
 if __name__ == "__main__":

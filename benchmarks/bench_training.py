@@ -742,6 +742,21 @@ def describe_machine():
             + (f", PyTorch {torch.__version__}" if torch else ", no PyTorch"))
 
 
+
+def quick_or_full(doc, quick, full, format_rows, argv=None):
+    """The main() of a benchmark script whose only option is ``--quick``: the
+    machine, then ``format_rows`` of ``quick()`` or ``full()``, and the seconds taken."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="rough numbers in a few seconds")
+    args = ap.parse_args(argv)
+    print(describe_machine())
+    start = time.perf_counter()
+    rows = quick() if args.quick else full()
+    print(format_rows(rows))
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],

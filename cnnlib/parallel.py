@@ -41,10 +41,13 @@ first step, so no part waits for another's Python code (the GIL). The
 weights live in memory shared with the workers; each worker sends back its
 gradients through shared memory too, and a batch norm's exchange goes through
 slots in shared memory, the parts meeting through pipes. Linux only (it needs
-``fork``).
+``fork``). While another program keeps a core busy, a ProcessStep runs the
+parts of a network without batch norm one after another, on one core
+(ProcessStep's docstring says when).
 """
 import copy
 import gc
+import math
 import mmap
 import os
 import pickle
@@ -57,6 +60,7 @@ import traceback
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
+from time import perf_counter
 
 import numpy as np
 
@@ -153,7 +157,8 @@ def auto_step(cores=None, net=None, batch=None):
 
     Why these choices, measured on 2 cores (README.md, Performance): the
     split batch was the fastest choice for large steps on idle cores and lost
-    least when another program took a core; several BLAS threads per step
+    least when another program took a core (and ProcessStep then goes back to
+    one core, for networks without batch norm); several BLAS threads per step
     slowed down badly then (one thread on one core was faster still); worker
     processes beat threads by the time the parts spent waiting for the GIL."""
     from .train import train_step  # train imports this module
@@ -239,6 +244,8 @@ class ParallelStep(_SplitStep):
     leaving a ``with`` block, or when the object is garbage-collected.
     """
 
+    _one_after_another = False       # _PartsOnOneCore: the parts on this thread, one after another
+
     def __init__(self, threads=2, blas_threads=1):
         for name, value in (("threads", threads), ("blas_threads", blas_threads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -321,19 +328,25 @@ class ParallelStep(_SplitStep):
         self._limit_blas()
         try:
             loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
-            jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
-                                      shares[i], gathers) for i in range(1, k)]
-            try:
-                results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], gathers)]
-            except threading.BrokenBarrierError:
-                wait(jobs)                    # another part failed first: raise its error
-                for job in jobs:
-                    if job.exception() and not isinstance(job.exception(), threading.BrokenBarrierError):
-                        raise job.exception() from None
-                raise
-            finally:
-                wait(jobs)                    # every part ends before anything else happens
-            results += [job.result() for job in jobs]     # re-raises a part's error
+            if self._one_after_another:
+                if gathers:                  # a part would wait at the exchange for one not yet run
+                    raise ValueError("ParallelStep: parts in turn cannot meet at a batch-norm exchange")
+                results = [_run_part(nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]], shares[i])
+                           for i in range(k)]
+            else:
+                jobs = [self._pool.submit(self._run, nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]],
+                                          shares[i], gathers) for i in range(1, k)]
+                try:
+                    results = [self._run(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0], gathers)]
+                except threading.BrokenBarrierError:
+                    wait(jobs)                    # another part failed first: raise its error
+                    for job in jobs:
+                        if job.exception() and not isinstance(job.exception(), threading.BrokenBarrierError):
+                            raise job.exception() from None
+                    raise
+                finally:
+                    wait(jobs)                    # every part ends before anything else happens
+                results += [job.result() for job in jobs]     # re-raises a part's error
         finally:
             for layer in net.layers:              # the original is plain again
                 if hasattr(layer, "gather_parts"):
@@ -389,6 +402,15 @@ class ProcessStep(_SplitStep):
     interrupt (Ctrl-C) stops the workers, and the next step starts new ones,
     as after any error in a network with batch norm. Linux only
     (``can_fork()``).
+
+    When another program keeps a core busy, the parts share the cores with
+    it, and a split step is slower than one core. So, for a network without
+    batch norm, the step watches how long its parts wait for a CPU
+    (_CoreWatch), and while they get too little of the cores it runs the
+    parts in turn, one after another in this process: the same parts,
+    shares and dropout seeds, so the same numbers bit for bit
+    (``steps_on_one_core`` counts these steps). With batch norm it always
+    splits: parts that meet at every exchange cannot run one after another.
     """
 
     def __init__(self, processes=2, blas_threads=1):
@@ -399,7 +421,9 @@ class ProcessStep(_SplitStep):
             raise OSError(f"ProcessStep needs Linux (os.fork), this is {sys.platform}; "
                           "use ParallelStep, which splits the batch over threads")
         self.processes, self.blas_threads = processes, blas_threads
-        self._state = {"limits": None, "team": None}
+        self.steps_on_one_core = 0
+        self._watch = _CoreWatch()
+        self._state = {"limits": None, "team": None, "one_core": None}
         self._finalizer = weakref.finalize(self, ProcessStep._shutdown, self._state)
 
     def __repr__(self):
@@ -407,6 +431,9 @@ class ProcessStep(_SplitStep):
 
     @staticmethod
     def _shutdown(state):
+        if state["one_core"] is not None:
+            state["one_core"].close()
+            state["one_core"] = None
         if state["team"] is not None:
             state["team"].stop()
             state["team"] = None
@@ -434,8 +461,15 @@ class ProcessStep(_SplitStep):
             from .train import train_step  # train imports this module
             _limit_blas(self._state, self.blas_threads)
             return train_step(net, loss_fn, optimizer, xb, yb)
+        if not any(hasattr(layer, "gather_parts") for layer in net.layers) and not self._watch.split_next():
+            if self._state["one_core"] is None:
+                _limit_blas(self._state, self.blas_threads)
+                self._state["one_core"] = _PartsOnOneCore(self.processes, self.blas_threads)
+            self.steps_on_one_core += 1
+            return self._state["one_core"](net, loss_fn, optimizer, xb, yb)
         parts, shares = _parts(len(xb), k)
         team = self._team_for(net, loss_fn, xb, yb)
+        start = perf_counter()
         try:
             results = team.run(net, loss_fn, xb, yb, parts, shares)
         except BaseException as err:
@@ -443,6 +477,8 @@ class ProcessStep(_SplitStep):
                 self._state["team"] = None
                 team.stop()
             raise
+        if team.cpu_time is not None and not team.exchanges:     # batch norm: always split
+            self._watch.record(len(parts), perf_counter() - start, *team.cpu_time)
         loss = sum(share * result[0] for share, result in zip(shares, results))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss is {loss}; the weights were not updated "
@@ -450,6 +486,92 @@ class ProcessStep(_SplitStep):
         team.add_gradients(net, len(parts) - 1)
         optimizer.step()
         return loss, sum(result[1] for result in results)
+
+
+class _PartsOnOneCore(ParallelStep):
+    """ParallelStep's parts, one after another on this thread: its numbers,
+    on one core. For networks without batch norm (no exchange to meet at)."""
+    _one_after_another = True
+
+
+class _CoreWatch:
+    """Whether a ProcessStep's next step splits, or runs its parts one after
+    another on one core.
+
+    On idle cores a split step gets a core per part. When another program
+    keeps a core busy, the parts and that program share the cores, and each
+    part waits in the kernel's run queue for a CPU. Measured with
+    benchmarks/bench_busy_core.py on two cores, SimpleConvNet's parts beside
+    a Python loop busy for a share of every 20 ms:
+
+        loop busy           0     25 %   50 %   75 %   90 %   100 %
+        parts got (cores)   1.99  1.62   1.44   1.23   1.18   1.16
+        split / one thread  1.60  1.26   1.06   0.96   0.81   0.82
+
+    (cores: 2 x the share of their time the parts ran rather than waited.)
+    Below about 1.3 cores a split step was slower than one thread. So the
+    split steps are judged in windows of at least WINDOW_SECONDS: the cores
+    their parts got, from how long they ran and waited. After BUSY_WINDOWS
+    windows in a row with fewer than MIN_CORES, ONE_CORE_SECONDS of steps
+    (at the speed of the last window) run on one core; then the step splits
+    again and judges anew. Windows last a while because loads come in
+    bursts, and because after a pause of a second or more the operating
+    system may run both parts on one core for two or three steps."""
+    WINDOW_SECONDS, BUSY_WINDOWS, MIN_CORES, ONE_CORE_SECONDS = 0.25, 2, 1.3, 5.0
+
+    def __init__(self):
+        self.one_core_left = self.busy_windows = 0
+        self._clear()
+
+    def _clear(self):
+        self.steps, self.seconds, self.cores, self.ran, self.waited = 0, 0.0, 0.0, 0, 0
+
+    def split_next(self):
+        if self.one_core_left:
+            self.one_core_left -= 1
+            return False
+        return True
+
+    def record(self, parts, seconds, ran, waited):
+        """One split step of ``parts`` parts, which took ``seconds``; its
+        processes ran ``ran`` and waited ``waited`` nanoseconds meanwhile."""
+        self.steps += 1
+        self.seconds += seconds
+        self.cores += parts * seconds
+        self.ran += ran
+        self.waited += waited
+        if self.seconds >= self.WINDOW_SECONDS:
+            cores = self.cores / self.seconds * self.ran / max(self.ran + self.waited, 1)
+            self.busy_windows = self.busy_windows + 1 if cores < self.MIN_CORES else 0
+            if self.busy_windows == self.BUSY_WINDOWS:
+                self.one_core_left = math.ceil(self.ONE_CORE_SECONDS * self.steps / self.seconds)
+                self.busy_windows = 0
+            self._clear()
+
+
+# This thread's schedstat file, by native thread id (see _cpu_time).
+_OWN_SCHEDSTAT = {}
+
+
+def _open_schedstat(path):
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:                           # a kernel that keeps no scheduler statistics
+        return None
+
+
+def _cpu_time(fds):
+    """(ns run on a CPU, ns waited for one while ready to run) so far, summed
+    over the tasks whose /proc schedstat files are open at ``fds``; None if
+    one cannot be read."""
+    ran = waited = 0
+    try:
+        for fd in fds:
+            fields = os.pread(fd, 64, 0).split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    except (OSError, TypeError, ValueError, IndexError):
+        return None
+    return ran, waited
 
 
 # The pipe ends this process holds to talk to its workers, of every ProcessStep.
@@ -521,6 +643,7 @@ class _Team:
         self.slot_sizes = _shared_arrays([((2, parts, 2), np.int64) for _ in self.exchanges])
         self.calls, self.parts_now = [0] * len(self.exchanges), 1
         self.broken, self.workers = False, []
+        self.cpu_time = None              # of the last run, for _CoreWatch: (ns ran, ns waited)
         try:
             for _ in range(workers):
                 self.workers.append(self._fork(net, loss_fn))
@@ -567,7 +690,8 @@ class _Team:
         os.close(go_read)
         os.close(done_write)
         _PARENT_ENDS.update((go_write, done_read))
-        worker.update(pid=pid, go=go_write, done=done_read)
+        worker.update(pid=pid, go=go_write, done=done_read,
+                      schedstat=_open_schedstat(f"/proc/{pid}/schedstat"))
         return worker
 
     def _serve(self, net, loss_fn, worker, go, done):
@@ -603,6 +727,8 @@ class _Team:
     def run(self, net, loss_fn, xb, yb, parts, shares):
         """Every part's (loss, number correct); the workers' gradients wait in shared memory."""
         busy = self.workers[:len(parts) - 1]
+        schedstats = [self._own_schedstat()] + [worker["schedstat"] for worker in busy]
+        before = None if None in schedstats else _cpu_time(schedstats)
         for i, layer in enumerate(self.dropouts):             # drawn as ParallelStep draws them
             for worker, seed in zip(busy, layer.rng.integers(2**63, size=len(busy))):
                 worker["seeds"][i] = seed
@@ -633,7 +759,17 @@ class _Team:
         causes = [e for e in [own_error] + errors if e is not None and not isinstance(e, _PartAborted)]
         if causes or own_error is not None:
             raise (causes or [own_error])[0]
+        after = None if before is None else _cpu_time(schedstats)
+        self.cpu_time = None if after is None else (after[0] - before[0], after[1] - before[1])
         return [own] + replies
+
+    @staticmethod
+    def _own_schedstat():
+        """This thread's schedstat file (kept open: reading it then costs a microsecond)."""
+        thread = threading.get_native_id()
+        if thread not in _OWN_SCHEDSTAT:
+            _OWN_SCHEDSTAT[thread] = _open_schedstat("/proc/thread-self/schedstat")
+        return _OWN_SCHEDSTAT[thread]
 
     def _gather_for(self, i, part, meet):
         """The gather_parts function of exchanging layer i in part ``part``:
@@ -723,6 +859,8 @@ class _Team:
             _reap(worker["pid"])
             os.close(worker["done"])
             _PARENT_ENDS.difference_update((worker["go"], worker["done"]))
+            if worker["schedstat"] is not None:
+                os.close(worker["schedstat"])
         self.workers = []
         for (layer, name), own, shared in zip(self.keys, self.own, self.shared):
             if layer.params.get(name) is shared:

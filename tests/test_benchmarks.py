@@ -199,3 +199,33 @@ def test_ratio_noise_cuts_the_rounds_into_runs_and_estimates_both_ways():
     assert [(r["threads"], r["width"], r["runs"]) for r in rows] == [(1, 2, 2)]
     assert rows[0]["paired_min"] <= rows[0]["paired_max"] and rows[0]["all_rounds"] > 0
     assert "ratio of medians" in ratio_noise.format_rows(rows)
+
+
+@pytest.mark.skipif(not bench.parallel.can_fork(), reason="ProcessStep needs Linux (fork)")
+def test_busy_core_benchmark_times_three_ways_beside_a_busy_loop():
+    import bench_busy_core
+    rng = np.random.default_rng(0)
+    data = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    rows = bench_busy_core.run(networks=("SimpleConvNet",), shares=(0.0, 0.5), data=data, batch=10,
+                               rounds=1, settle=0.0, seconds=0.001)
+    assert [(r["net"], r["share"]) for r in rows] == [("SimpleConvNet", 0.0), ("SimpleConvNet", 0.5)]
+    for r in rows:
+        assert set(r["ms"]) == set(bench_busy_core.WAYS) and min(r["ms"].values()) > 0
+        assert 0 <= r["waited"] <= 1 and r["cores"] == pytest.approx(2 * (1 - r["waited"]))
+        assert 0 <= r["one_core"] <= 1
+    text = bench_busy_core.format_rows(rows)
+    assert "always split" in text and "50%" in text
+
+
+def test_busy_loop_runs_a_process_only_inside_the_block():
+    import bench_busy_core
+    with bench_busy_core.busy_loop(0.0):
+        pass                                              # no process for an idle machine
+    import subprocess
+    real = subprocess.Popen
+    started = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess, "Popen", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+        with bench_busy_core.busy_loop(0.5, limit=30):
+            assert started and started[0].poll() is None    # spinning
+    assert started[0].poll() is not None                    # killed at the end of the block

@@ -257,3 +257,103 @@ def test_auto_step_picks_processes_for_a_network_and_threads_without_one():
         step.close()
     assert picks == ["ProcessStep(processes=2, blas_threads=1)", "ProcessStep(processes=2, blas_threads=1)",
                      "ParallelStep(threads=2, blas_threads=1)"]
+
+
+
+def on_one_core(step):
+    """The step, told that the cores are busy for its next million steps."""
+    step._watch.one_core_left = 10**6
+    return step
+
+
+@pytest.mark.parametrize("make_net,make_opt", [
+    (lambda: small_net(), lambda net: optim.Momentum(net, 0.05)),
+    (lambda: small_net(fast=False), lambda net: optim.Adam(net, 0.01)),
+    (dropout_net, lambda net: optim.SGD(net, 0.1)),
+])
+def test_steps_on_one_core_are_the_split_steps_bit_for_bit(make_net, make_opt):
+    """On busy cores the parts run one after another in this process: the
+    same parts, shares and dropout seeds, so the same numbers as split steps."""
+    x, y = toy_images(90, 1)
+    runs = []
+    for make_step in (lambda: parallel.ProcessStep(2), lambda: on_one_core(parallel.ProcessStep(2))):
+        net = make_net()
+        with make_step() as step:
+            hist = train.fit(net, losses.SoftmaxCrossEntropy(), make_opt(net), x, y, epochs=2,
+                             batch_size=32, progress=False, step=step)
+            runs.append((hist["batch_loss"], hist["acc"], weights(net), step.steps_on_one_core))
+    assert runs[1][3] == 6                         # 2 epochs of 3 batches, all on one core
+    assert runs[0][:2] == runs[1][:2]
+    for a, b in zip(runs[0][2], runs[1][2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_parts_on_one_core_refuse_batch_norm():
+    """Parts that must meet at an exchange cannot run one after another: an
+    error, not a wait at the barrier."""
+    net = bn_net()
+    x, y = toy_images(16, 0)
+    with parallel._PartsOnOneCore(2, 1) as step, pytest.raises(ValueError, match="batch-norm exchange"):
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+    assert all(getattr(layer, "gather_parts", None) is None for layer in net.layers)
+    # so a ProcessStep sent to one core (by another network) still splits a network with batch norm
+    net = bn_net().astype(np.float32)
+    with on_one_core(parallel.ProcessStep(2)) as step:
+        step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
+        assert step.steps_on_one_core == 0 and len(child_pids(step)) == 1
+
+
+def test_two_busy_windows_in_a_row_put_the_next_steps_on_one_core():
+    watch = parallel._CoreWatch()
+    step_seconds = watch.WINDOW_SECONDS / 5                      # five steps a window
+
+    def window(parts, waited_share):
+        decisions = []
+        for _ in range(5):
+            decisions.append(watch.split_next())
+            ns = step_seconds * 1e9 * parts
+            watch.record(parts, step_seconds, round((1 - waited_share) * ns), round(waited_share * ns))
+        return decisions
+    assert watch.MIN_CORES == 1.3
+    assert window(2, 0.001) == [True] * 5                 # idle: 2 cores
+    window(2, 0.45)                                        # 1.1 cores: one busy window
+    window(2, 0.01)                                        # then idle again: nothing happens
+    window(2, 0.45)
+    assert watch.one_core_left == 0 and watch.busy_windows == 1
+    window(2, 0.3)                                         # 1.4 cores: splitting still pays
+    assert watch.busy_windows == 0
+    window(4, 0.6)                                         # 4 parts, 1.6 cores between them: split
+    assert watch.one_core_left == 0 and watch.busy_windows == 0
+    window(2, 0.45)
+    window(2, 0.4)                                         # 1.2 cores: the second busy window
+    steps = round(watch.ONE_CORE_SECONDS / step_seconds)   # that many seconds at the window's speed
+    assert watch.one_core_left == steps
+    decisions = [watch.split_next() for _ in range(steps + 1)]
+    assert decisions == [False] * steps + [True]          # then it splits and judges again
+
+
+def test_the_step_measures_its_processes_and_goes_to_one_core_when_they_wait(monkeypatch):
+    if parallel._open_schedstat("/proc/thread-self/schedstat") is None:
+        pytest.skip("this kernel keeps no scheduler statistics (/proc/<pid>/schedstat)")
+    x, y = toy_images(16, 0)
+    loss_fn = losses.SoftmaxCrossEntropy()
+    net = small_net()
+    with parallel.ProcessStep(2) as step:
+        step(net, loss_fn, optim.SGD(net, 0.1), x, y)
+        ran, waited = step._state["team"].cpu_time          # both processes, from the kernel
+        assert ran > 0 and waited >= 0
+    # from now on every process waits as long as it runs: 2 parts x 1/2 = 1 core between them,
+    # and every step seems to take a twentieth of a window
+    clock = iter(range(10**6))
+    monkeypatch.setattr(parallel, "_cpu_time", lambda files: (next(clock) * 10**6,) * 2)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(parallel, "perf_counter", lambda: next(ticks) * parallel._CoreWatch.WINDOW_SECONDS / 20)
+    for make_net, on_one in ((small_net, 3), (lambda: bn_net().astype(np.float32), 0)):   # BN: split
+        net = make_net()
+        with parallel.ProcessStep(2) as step:
+            for _ in range(2 * 20):                                # two windows
+                step(net, loss_fn, optim.SGD(net, 0.1), x, y)
+            assert step.steps_on_one_core == 0
+            for _ in range(3):
+                step(net, loss_fn, optim.SGD(net, 0.1), x, y)
+            assert step.steps_on_one_core == on_one
