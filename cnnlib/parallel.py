@@ -505,11 +505,12 @@ class _CoreWatch:
     a Python loop busy for a share of every 20 ms:
 
         loop busy           0     25 %   50 %   75 %   90 %   100 %
-        parts got (cores)   1.99  1.62   1.44   1.23   1.18   1.16
-        split / one thread  1.60  1.26   1.06   0.96   0.81   0.82
+        parts got (cores)   1.96  1.60   1.47   1.27   1.20   1.14
+        split / one thread  1.54  1.24   1.14   0.96   0.90   0.87
 
-    (cores: 2 x the share of their time the parts ran rather than waited.)
-    Below about 1.3 cores a split step was slower than one thread. So the
+    (cores: 2 x the share of the time they wanted a CPU that the parts ran
+    rather than waited; benchmarks/README.md has the whole table.) Below
+    about 1.3 cores a split step was slower than one thread. So the
     split steps are judged in windows of at least WINDOW_SECONDS: the cores
     their parts got, from how long they ran and waited. After BUSY_WINDOWS
     windows in a row with fewer than MIN_CORES, ONE_CORE_SECONDS of steps
