@@ -429,6 +429,13 @@ class ProcessStep(_SplitStep):
     def __repr__(self):
         return f"ProcessStep(processes={self.processes}, blas_threads={self.blas_threads})"
 
+    @property
+    def worker_pids(self):
+        """Process ids of the running worker processes: none before the first
+        split step, after ``close()``, or after an error that stopped them."""
+        team = self._state["team"]
+        return [] if team is None else [worker["pid"] for worker in team.workers]
+
     @staticmethod
     def _shutdown(state):
         if state["one_core"] is not None:

@@ -29,9 +29,6 @@ def weights(net):
     return [store[name].copy() for _, store, name in net.named_arrays()]
 
 
-def child_pids(step):
-    team = step._state["team"]
-    return [] if team is None else [worker["pid"] for worker in team.workers]
 
 
 def alive(pid):
@@ -70,14 +67,15 @@ def test_weights_are_shared_while_training_and_given_back_at_close():
     own = [store[name] for _, store, name in net.named_arrays()]
     x, y = toy_images(16, 0)
     step = parallel.ProcessStep(2)
+    assert step.worker_pids == []                              # forked at the first step
     step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
-    pids = child_pids(step)
+    pids = step.worker_pids
     assert len(pids) == 1 and all(alive(pid) for pid in pids)
     shared = [store[name] for _, store, name in net.named_arrays()]
     assert not any(a is b for a, b in zip(own, shared))
     trained = [a.copy() for a in shared]
     step.close()
-    assert not any(alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids) and step.worker_pids == []
     back = [store[name] for _, store, name in net.named_arrays()]
     assert all(a is b for a, b in zip(own, back))              # the arrays the network started with
     for a, b in zip(back, trained):                             # holding the trained values
@@ -94,23 +92,23 @@ def test_new_workers_for_another_network_or_replaced_weights():
         a = small_net(seed=1)
         opt_a = optim.SGD(a, 0.1)
         step(a, loss_fn, opt_a, x, y)
-        first = child_pids(step)
+        first = step.worker_pids
         step(a, loss_fn, opt_a, x, y)
-        assert child_pids(step) == first                        # the same team, step after step
+        assert step.worker_pids == first                        # the same team, step after step
         b, ref = small_net(seed=2), small_net(seed=2)
         got = step(b, loss_fn, optim.SGD(b, 0.1), x, y)         # another network: a new team
         want = train.train_step(ref, loss_fn, optim.SGD(ref, 0.1), x, y)
-        assert child_pids(step) != first and not alive(first[0])
+        assert step.worker_pids != first and not alive(first[0])
         assert got[1] == want[1] and got[0] == pytest.approx(want[0], rel=1e-5)
         # weights replaced between steps (as io.load or a user may): the workers must see them
-        second = child_pids(step)
+        second = step.worker_pids
         b.layers[-1].params["W"] = np.zeros_like(b.layers[-1].params["W"])
         c = small_net(seed=2)
         train.train_step(c, loss_fn, optim.SGD(c, 0.1), x, y)
         c.layers[-1].params["W"] = np.zeros_like(c.layers[-1].params["W"])
         got = step(b, loss_fn, optim.SGD(b, 0.1), x, y)
         want = train.train_step(c, loss_fn, optim.SGD(c, 0.1), x, y)
-        assert child_pids(step) != second
+        assert step.worker_pids != second
         assert got[1] == want[1] and got[0] == pytest.approx(want[0], rel=1e-5)
 
 
@@ -146,9 +144,9 @@ def test_an_error_in_a_part_is_raised_here_and_the_step_goes_on(where):
             assert "ProcessStep worker" in "".join(getattr(info.value, "__notes__", []))
         for a, b in zip(before, weights(net)):                  # no update
             np.testing.assert_array_equal(a, b)
-        pids = child_pids(step)
+        pids = step.worker_pids
         loss, _ = step(net, loss_fn, opt, x, y)                 # the same workers carry on
-        assert child_pids(step) == pids and np.isfinite(loss)
+        assert step.worker_pids == pids and np.isfinite(loss)
 
 
 def test_a_killed_worker_is_reported_and_replaced():
@@ -157,14 +155,14 @@ def test_a_killed_worker_is_reported_and_replaced():
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
     with parallel.ProcessStep(2) as step:
         step(net, loss_fn, opt, x, y)
-        pid, = child_pids(step)
+        pid, = step.worker_pids
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(RuntimeError, match="ended unexpectedly"):
             step(net, loss_fn, opt, x, y)
         assert step._state["team"] is None
         assert isinstance(net.layers[0].params["W"], np.ndarray)
         loss, _ = step(net, loss_fn, opt, x, y)                 # a new worker
-        assert np.isfinite(loss) and child_pids(step) != [pid]
+        assert np.isfinite(loss) and step.worker_pids != [pid]
 
 
 def test_a_non_finite_loss_stops_before_the_update():
@@ -211,13 +209,13 @@ def test_a_part_failing_before_a_batch_norm_exchange_does_not_hang_the_other(whe
     before = weights(net)
     with parallel.ProcessStep(2) as step:
         step(net, loss_fn, opt, x, y)
-        pids = child_pids(step)
+        pids = step.worker_pids
         with pytest.raises(ValueError, match="bad sample"):       # not the other part's abort
             step(net, loss_fn, opt, bad, y)
         assert step._state["team"] is None and not alive(pids[0])     # exchange counts may differ
         assert all(getattr(layer, "gather_parts", None) is None for layer in net.layers)
         loss, _ = step(net, loss_fn, opt, x, y)                 # new workers
-        assert np.isfinite(loss) and child_pids(step) != pids
+        assert np.isfinite(loss) and step.worker_pids != pids
     assert not any(np.array_equal(a, b) for a, b in zip(before, weights(net)) if a.size > 2)
 
 
@@ -236,12 +234,12 @@ def test_an_interrupt_stops_the_workers_and_the_next_step_starts_new_ones(batch_
     loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
     with parallel.ProcessStep(2) as step:
         step(net, loss_fn, opt, x, y)
-        pids = child_pids(step)
+        pids = step.worker_pids
         with pytest.raises(KeyboardInterrupt):
             step(net, loss_fn, opt, bad, y)
         assert step._state["team"] is None and not alive(pids[0])
         step(net, loss_fn, opt, x, y)
-        assert child_pids(step) and child_pids(step) != pids
+        assert step.worker_pids and step.worker_pids != pids
 
 
 def test_auto_step_picks_processes_for_a_network_and_threads_without_one():
@@ -300,7 +298,7 @@ def test_parts_on_one_core_refuse_batch_norm():
     net = bn_net().astype(np.float32)
     with on_one_core(parallel.ProcessStep(2)) as step:
         step(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1), x, y)
-        assert step.steps_on_one_core == 0 and len(child_pids(step)) == 1
+        assert step.steps_on_one_core == 0 and len(step.worker_pids) == 1
 
 
 def test_two_busy_windows_in_a_row_put_the_next_steps_on_one_core():
