@@ -355,3 +355,5 @@ def test_the_step_measures_its_processes_and_goes_to_one_core_when_they_wait(mon
             for _ in range(3):
                 step(net, loss_fn, optim.SGD(net, 0.1), x, y)
             assert step.steps_on_one_core == on_one
+            if not on_one:                         # batch norm: not even judged
+                assert step._watch.busy_windows == step._watch.one_core_left == 0
