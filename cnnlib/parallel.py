@@ -330,7 +330,7 @@ class ParallelStep(_SplitStep):
             loss_fns = [loss_fn] + [copy.copy(loss_fn) for _ in parts[1:]]
             if self._one_after_another:
                 if gathers:                  # a part would wait at the exchange for one not yet run
-                    raise ValueError("ParallelStep: parts in turn cannot meet at a batch-norm exchange")
+                    raise ValueError("ParallelStep: parts run one after another cannot meet at a batch-norm exchange")
                 results = [_run_part(nets[i], loss_fns[i], xb[parts[i]], yb[parts[i]], shares[i])
                            for i in range(k)]
             else:
