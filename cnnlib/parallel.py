@@ -38,8 +38,10 @@ Any other layer that is not per-sample is refused.
 and dropout seeds, so its numbers are ParallelStep's bit for bit; but every
 part after the first runs in a worker process of its own, forked at the
 first step, so no part waits for another's Python code (the GIL). The
-weights live in memory shared with the workers; each worker sends back its
-gradients through shared memory too, and a batch norm's exchange goes through
+weights live in memory shared with the workers; each worker hands back its
+gradients through shared memory too, layer by layer as its backward pass
+finishes them, so that they are added while it computes the layers before;
+a batch norm's exchange goes through
 slots in shared memory, the parts meeting through pipes. Linux only (it needs
 ``fork``). While another program keeps a core busy, a ProcessStep runs the
 parts of a network without batch norm one after another, on one core
@@ -178,14 +180,21 @@ def split_step(cores):
     return ProcessStep(cores) if can_fork() else ParallelStep(cores)
 
 
-def _run_part(net, loss_fn, xb, yb, share):
-    """Forward and backward of one part of a split batch: (loss, number correct)."""
+def _run_part(net, loss_fn, xb, yb, share, layer_done=None):
+    """Forward and backward of one part of a split batch: (loss, number correct).
+    ``layer_done(layer)``, if given, is called after each layer's backward."""
     logits = net.forward(xb, training=True)
     loss = loss_fn.forward(logits, yb)
     # The loss is the mean over this part; scaled by the part's share of the
     # batch, the gradients just add up to those of the whole batch.
     dlogits = loss_fn.backward()
-    net.backward(dlogits * dlogits.dtype.type(share))
+    dout = dlogits * dlogits.dtype.type(share)
+    if layer_done is None:
+        net.backward(dout)
+    else:
+        for layer in reversed(net.layers):        # net.backward, one layer at a time
+            dout = layer.backward(dout)
+            layer_done(layer)
     return loss, int((logits.argmax(axis=1) == yb).sum())
 
 
@@ -381,10 +390,15 @@ class ProcessStep(_SplitStep):
     loss and everything else, its weights in the shared memory. Then at every
     step this process copies each worker's part of the batch into shared
     memory and tells the worker to go (its part's length and share and the
-    number of parts, 24 bytes through a pipe), runs its own part, waits for
-    the workers, adds their gradients (in shared memory too) to its own in
-    part order, and lets the optimizer update the shared weights in place,
-    where the workers see them.
+    number of parts, 24 bytes through a pipe), and runs its own part. A
+    worker hands over each layer's gradients as soon as its backward pass has
+    finished that layer: it copies them into shared memory and writes a byte
+    to this process. Once its own part is done, this process adds them to its
+    own, layer by layer in the order they come and in part order, while the
+    workers are still busy with the layers before (the overlap of
+    communication with the backward pass that PyTorch's
+    DistributedDataParallel makes too). Then the optimizer updates the shared
+    weights in place, where the workers see them.
 
     Batch norm: each part writes its sums into its slot of shared memory
     (two sets of slots, used in turn, as ParallelStep's _Gather does), then
@@ -490,7 +504,6 @@ class ProcessStep(_SplitStep):
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss is {loss}; the weights were not updated "
                                      "(try a lower learning rate)")
-        team.add_gradients(net, len(parts) - 1)
         optimizer.step()
         return loss, sum(result[1] for result in results)
 
@@ -638,6 +651,10 @@ class _Team:
                                      "with cnnlib.train.train_step")
                 self.dropouts.append(layer)
         self.keys = [(layer, name) for layer in net.layers for name in layer.params]
+        # the layers with weights, in the order a backward pass reaches them, with
+        # their entries in keys: what a worker hands over, one layer at a time
+        self.handed = [(layer, [i for i, (owner, _) in enumerate(self.keys) if owner is layer])
+                       for layer in reversed(net.layers) if layer.params]
         self.own = [layer.params[name] for layer, name in self.keys]     # given back at stop()
         self.shared = _shared_arrays([(p.shape, p.dtype) for p in self.own])
         for (layer, name), own, shared in zip(self.keys, self.own, self.shared):
@@ -708,8 +725,31 @@ class _Team:
         sys.stdout = sys.stderr = open(os.devnull, "w")       # the parent's streams may be Jupyter's
         warnings.simplefilter("ignore")
         part = len(self.workers) + 1              # this copy lists the workers forked before it
+        handed = {id(layer): indices for layer, indices in self.handed}
+        # A hand-over's byte waits while an exchange is still to come in the backward pass, and
+        # goes with the byte saying the worker has arrived there: this process cannot add anything
+        # before it has passed that exchange itself, and is not woken once more for it.
+        exchange_to_come, seen = {}, False
+        for layer in net.layers:
+            exchange_to_come[id(layer)] = seen
+            seen = seen or layer in self.exchanges
+        held = [0]
+
+        def say(byte):
+            os.write(done, b"g" * held[0] + byte)
+            held[0] = 0
+
+        def hand_over(layer):             # this layer's gradients are final: to shared memory, say so
+            if id(layer) in handed:
+                for i in handed[id(layer)]:
+                    worker["grads"][i][...] = layer.grads[self.keys[i][1]]
+                held[0] += 1
+                if not exchange_to_come[id(layer)]:
+                    say(b"")
+
         for i, layer in enumerate(self.exchanges):
-            layer.gather_parts = self._gather_for(i, part, lambda: self._meet_as_worker(go, done))
+            layer.gather_parts = self._gather_for(i, part, lambda: self._meet_as_worker(say, go))
+
         while True:
             message = _read(go, 24)
             if len(message) < 24:
@@ -718,11 +758,10 @@ class _Team:
             try:
                 for layer, seed in zip(self.dropouts, worker["seeds"]):
                     layer.rng = np.random.default_rng(int(seed))
-                loss, correct = _run_part(net, loss_fn, worker["x"][:n], worker["y"][:n], share)
-                for (layer, name), grad in zip(self.keys, worker["grads"]):
-                    grad[...] = layer.grads[name]
+                loss, correct = _run_part(net, loss_fn, worker["x"][:n], worker["y"][:n], share,
+                                          hand_over)
                 worker["result"][:] = loss, correct
-                os.write(done, b"k")
+                say(b"k")
             except BaseException as err:
                 err.add_note("(raised in a ProcessStep worker process:\n"
                              + "".join(traceback.format_tb(err.__traceback__)) + ")")
@@ -733,7 +772,7 @@ class _Team:
                 os.write(done, b"e" + struct.pack("<q", len(payload)) + payload)
 
     def run(self, net, loss_fn, xb, yb, parts, shares):
-        """Every part's (loss, number correct); the workers' gradients wait in shared memory."""
+        """Every part's (loss, number correct), the workers' gradients added to this process's."""
         busy = self.workers[:len(parts) - 1]
         schedstats = [self._own_schedstat()] + [worker["schedstat"] for worker in busy]
         before = None if None in schedstats else _cpu_time(schedstats)
@@ -744,6 +783,7 @@ class _Team:
             n = part.stop - part.start
             worker["x"][:n] = xb[part]
             worker["y"][:n] = yb[part]
+            worker["handed"] = 0                              # layers whose gradients it handed over
             try:
                 os.write(worker["go"], struct.pack("<qdq", n, share, len(parts)))
             except BrokenPipeError:
@@ -754,6 +794,7 @@ class _Team:
         own_error = None
         try:
             own = _run_part(net, loss_fn, xb[parts[0]], yb[parts[0]], shares[0])
+            self._add_as_handed(busy)
         except BaseException as err:
             own_error = err
         finally:
@@ -799,11 +840,29 @@ class _Team:
                     for q in range(self.parts_now)]
         return gather
 
-    def _meet_as_worker(self, go, done):
+    def _meet_as_worker(self, say, go):
         """A worker at an exchange: say it has arrived, wait for the hub to release it."""
-        os.write(done, b"a")
+        say(b"a")
         if _read(go, 1) != b"r":
             raise _PartAborted("ProcessStep: another part of the batch failed")
+
+    def _add_as_handed(self, busy):
+        """Add the workers' gradients to this process's, a layer as soon as every
+        worker has handed it over (the workers meanwhile compute the layers
+        before it); in part order, so the sums are ParallelStep's. If a worker
+        fails instead, keep its error and fail this part too."""
+        for k, (layer, indices) in enumerate(self.handed):
+            for worker in busy:
+                while worker["handed"] <= k:
+                    status = _read(worker["done"], 1)
+                    if status != b"g":
+                        worker["reply"] = self._answer(worker, status)
+                        raise _PartAborted("ProcessStep: another part of the batch failed")
+                    worker["handed"] += 1
+            for i in indices:
+                grad = layer.grads[self.keys[i][1]]
+                for worker in busy:
+                    grad += worker["grads"][i]
 
     def _meet_as_hub(self, busy):
         """This process at an exchange: wait until every worker has arrived,
@@ -811,6 +870,9 @@ class _Team:
         failed = False
         for worker in busy:
             status = _read(worker["done"], 1)
+            while status == b"g":                             # layers it finished before this one
+                worker["handed"] += 1
+                status = _read(worker["done"], 1)
             if status == b"a":
                 worker["waiting"] = True
             else:
@@ -834,6 +896,8 @@ class _Team:
                 status = _read(worker["done"], 1)
             except BrokenPipeError:
                 return self._lost(worker)
+            if status == b"g":                                # a hand-over nobody waits for now
+                continue
             if status != b"a":
                 return self._answer(worker, status)
             worker["waiting"] = True
@@ -851,11 +915,6 @@ class _Team:
         self.broken = True
         return RuntimeError(f"ProcessStep: worker process {worker['pid']} ended unexpectedly "
                             "(killed, or out of memory?); the next step starts new workers")
-
-    def add_gradients(self, net, used):
-        for i, (layer, name) in enumerate(self.keys):        # the sum, in part order
-            for worker in self.workers[:used]:
-                layer.grads[name] += worker["grads"][i]
 
     def stop(self):
         """End the workers and give the layers back their own weight arrays."""

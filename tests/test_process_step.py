@@ -45,15 +45,17 @@ def alive(pid):
     (dropout_net, lambda net: optim.SGD(net, 0.1)),
     (lambda: bn_net().astype(np.float32), lambda net: optim.Adam(net, 0.01)),
 ])
-def test_process_step_is_parallel_step_bit_for_bit(make_net, make_opt):
+@pytest.mark.parametrize("parts", [2, 3])
+def test_process_step_is_parallel_step_bit_for_bit(make_net, make_opt, parts):
     """The same parts, shares, dropout seeds, batch-norm exchanges and order of
     sums as the threads: a whole fit (float32, last batch shorter) gives
-    identical losses, weights and running statistics."""
+    identical losses, weights and running statistics. With three parts the
+    order of the sums shows: (a + b) + c and (a + c) + b may round apart."""
     x, y = toy_images(90, 1)
     runs = []
     for make_step in (parallel.ParallelStep, parallel.ProcessStep):
         net = make_net()
-        with make_step(2) as step:
+        with make_step(parts) as step:
             hist = train.fit(net, losses.SoftmaxCrossEntropy(), make_opt(net), x, y, epochs=2,
                              batch_size=32, progress=False, step=step)
         runs.append((hist["batch_loss"], hist["acc"], weights(net)))
@@ -147,6 +149,69 @@ def test_an_error_in_a_part_is_raised_here_and_the_step_goes_on(where):
         pids = step.worker_pids
         loss, _ = step(net, loss_fn, opt, x, y)                 # the same workers carry on
         assert step.worker_pids == pids and np.isfinite(loss)
+
+
+class Marker(L.Layer):
+    """Notes whether its batch holds a marked sample (x > 50), for FailInBackward."""
+    per_sample = True
+
+    def forward(self, x, training=True):
+        self.marked = bool((x > 50).any())
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class FailInBackward(L.Layer):
+    """Raises in its backward pass when its Marker saw a marked sample."""
+    per_sample = True
+
+    def __init__(self, marker, error):
+        super().__init__()
+        self.marker, self.error = marker, error
+
+    def forward(self, x, training=True):
+        return x
+
+    def backward(self, dout):
+        if self.marker.marked:
+            raise self.error
+        return dout
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("where", ["worker", "this process"])
+def test_a_backward_pass_failing_after_handing_over_layers(where, batch_norm):
+    """A worker hands over each layer's gradients as soon as its backward pass
+    has finished the layer. Here a part fails in its backward pass after the
+    last layers were handed over (with batch norm, after an exchange too): the
+    part's own error is raised here, no weight changes, and the next step
+    trains (with batch norm, with new workers)."""
+    marker, r = Marker(), np.random.default_rng(0)
+    middle = [L.BatchNorm1D(16)] if batch_norm else []
+    net = nets.Sequential([marker, L.Flatten(), L.Dense(64, 16, rng=r),
+                           FailInBackward(marker, ValueError("bad gradient")), *middle, L.ReLU(),
+                           L.Dense(16, 2, rng=r)])
+    x, y = toy_images(16, 0)
+    bad = x.copy()
+    bad[12 if where == "worker" else 3] = 99.0                 # the second half goes to the worker
+    loss_fn, opt = losses.SoftmaxCrossEntropy(), optim.SGD(net, 0.1)
+    with parallel.ProcessStep(2) as step:
+        step(net, loss_fn, opt, x, y)
+        pids = step.worker_pids
+        before = [p.copy() for layer in net.layers for p in layer.params.values()]
+        with pytest.raises(ValueError, match="bad gradient") as info:
+            step(net, loss_fn, opt, bad, y)
+        notes = "".join(getattr(info.value, "__notes__", []))
+        assert ("ProcessStep worker" in notes) == (where == "worker")
+        after = [p for layer in net.layers for p in layer.params.values()]
+        for a, b in zip(before, after, strict=True):            # no update
+            np.testing.assert_array_equal(a, b)
+        loss, _ = step(net, loss_fn, opt, x, y)
+        assert np.isfinite(loss) and (step.worker_pids != pids) == batch_norm
+        after = [p for layer in net.layers for p in layer.params.values()]
+        assert not any(np.array_equal(a, b) for a, b in zip(before, after))
 
 
 def test_a_killed_worker_is_reported_and_replaced():
