@@ -755,6 +755,7 @@ class _Team:
             if len(message) < 24:
                 return
             n, share, self.parts_now = struct.unpack("<qdq", message)
+            held[0] = 0                   # none left over from a part that failed
             try:
                 for layer, seed in zip(self.dropouts, worker["seeds"]):
                     layer.rng = np.random.default_rng(int(seed))
