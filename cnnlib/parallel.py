@@ -865,15 +865,22 @@ class _Team:
                 for worker in busy:
                     grad += worker["grads"][i]
 
+    @staticmethod
+    def _receive(worker):
+        """The worker's next byte that is not a hand-over; the hand-overs
+        before it (layers it finished first) are counted."""
+        status = _read(worker["done"], 1)
+        while status == b"g":
+            worker["handed"] += 1
+            status = _read(worker["done"], 1)
+        return status
+
     def _meet_as_hub(self, busy):
         """This process at an exchange: wait until every worker has arrived,
         then release them all; if one failed instead, fail this part too."""
         failed = False
         for worker in busy:
-            status = _read(worker["done"], 1)
-            while status == b"g":                             # layers it finished before this one
-                worker["handed"] += 1
-                status = _read(worker["done"], 1)
+            status = self._receive(worker)
             if status == b"a":
                 worker["waiting"] = True
             else:
@@ -894,11 +901,9 @@ class _Team:
             try:
                 if worker.pop("waiting", False):
                     os.write(worker["go"], b"x")
-                status = _read(worker["done"], 1)
+                status = self._receive(worker)
             except BrokenPipeError:
                 return self._lost(worker)
-            if status == b"g":                                # a hand-over nobody waits for now
-                continue
             if status != b"a":
                 return self._answer(worker, status)
             worker["waiting"] = True
